@@ -1,0 +1,649 @@
+//! The policy: YAML on disk, an immutable [`Snapshot`] in memory.
+//!
+//! Two stages. `parse` reads the file into serde structs (`raw`), block by
+//! block; [`compile`] checks what the values mean (addresses, CIDRs, ranges,
+//! durations that must be positive) and builds the snapshot the proxy runs
+//! on. Every problem of both stages is collected and reported together as
+//! `file:line:col: message`; a policy with any problem is never applied.
+
+pub mod diag;
+mod parse;
+pub mod raw;
+pub mod store;
+pub mod units;
+
+use crate::client_ip::ClientIpResolver;
+use crate::filter::FilterChain;
+use crate::ipfilter::{parse_net, IpFilter};
+pub use diag::{Diagnostic, Diagnostics, Pos};
+use http::HeaderName;
+use ipnet::IpNet;
+pub use raw::{Balance, LogFormat};
+use serde_saphyr::Spanned;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Values given on the command line; they win over the file, so a shipped
+/// policy can be pointed at any origin and port.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Vec<String>,
+    pub admin_listen: Option<String>,
+    pub upstreams: Vec<String>,
+}
+
+/// A compiled, immutable policy. Requests pin one snapshot for their whole life,
+/// so a reload never changes the rules under a request in flight.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub source: PathBuf,
+    pub server: ServerSettings,
+    pub tls: Option<TlsSettings>,
+    pub limits: Limits,
+    pub client_ip: ClientIpResolver,
+    pub upstream: UpstreamSettings,
+    /// Request-phase filters, in order (IP lists first).
+    pub request_filters: FilterChain,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: Vec<SocketAddr>,
+    pub admin_listen: SocketAddr,
+    pub threads: usize,
+    pub grace_period: Duration,
+    pub shutdown_timeout: Duration,
+    pub log_format: LogFormat,
+    pub access_log: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub listen: Vec<SocketAddr>,
+    pub certs_dir: PathBuf,
+    pub redirect_http: bool,
+    pub http2: bool,
+    /// The ready-made `strict-transport-security` value, when HSTS is on.
+    pub hsts: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_header_count: usize,
+    pub max_body_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub servers: Vec<UpstreamServer>,
+    pub balance: Balance,
+    pub host_header: Option<String>,
+    pub retries: u32,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub health_check: Option<HealthCheck>,
+    pub max_failures: u32,
+    pub cooldown: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamServer {
+    /// As written (`shop-php:8080`), used as its name in logs and metrics.
+    pub name: String,
+    /// The host part, sent as `Host` by health checks.
+    pub host: String,
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    pub path: String,
+    pub host: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    /// Inclusive range of statuses that count as healthy.
+    pub expect_status: (u16, u16),
+}
+
+/// Reads and compiles a policy file, reporting every problem.
+pub fn load(path: &Path, overrides: &Overrides) -> Result<Snapshot, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let raw = parse::parse_policy(path, &mut diags);
+    let snapshot = compile(path, raw, overrides, &mut diags);
+    if diags.is_empty() {
+        Ok(snapshot)
+    } else {
+        diags.sort();
+        Err(diags)
+    }
+}
+
+/// Collects problems against one file.
+struct Checker<'a> {
+    file: &'a Path,
+    diags: &'a mut Diagnostics,
+}
+
+impl Checker<'_> {
+    fn error<T>(&mut self, at: &Spanned<T>, message: impl Into<String>, hint: Option<&str>) {
+        let mut d = Diagnostic::new(self.file, parse::pos(&at.referenced), message);
+        if let Some(h) = hint {
+            d = d.with_hint(h);
+        }
+        self.diags.push(d);
+    }
+
+    fn cli_error(&mut self, flag: &str, message: String) {
+        self.diags.push(Diagnostic {
+            file: PathBuf::from(format!("command line ({flag})")),
+            line: 0,
+            col: 0,
+            message,
+            hint: None,
+        });
+    }
+
+    fn nets(&mut self, list: &[Spanned<String>]) -> Vec<IpNet> {
+        list.iter()
+            .filter_map(|s| match parse_net(&s.value) {
+                Ok(net) => Some(net),
+                Err(e) => {
+                    self.error(s, e, Some("write an address (`192.0.2.7`) or a network (`192.0.2.0/24`, `2001:db8::/32`)"));
+                    None
+                }
+            })
+            .collect()
+    }
+
+    fn listen_addr(&mut self, s: &Spanned<String>) -> Option<SocketAddr> {
+        match s.value.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.error(
+                    s,
+                    format!("`{}` is not a listen address", s.value),
+                    Some("write IP:PORT, e.g. `0.0.0.0:80`, `127.0.0.1:9090` or `[::]:443`"),
+                );
+                None
+            }
+        }
+    }
+
+    fn at<T>(&mut self, at: Option<&Spanned<T>>, message: impl Into<String>, hint: Option<&str>) {
+        match at {
+            Some(s) => self.error(s, message, hint),
+            None => {
+                let mut d = Diagnostic::new(self.file, Pos::default(), message);
+                if let Some(h) = hint {
+                    d = d.with_hint(h);
+                }
+                self.diags.push(d);
+            }
+        }
+    }
+}
+
+/// Stage two: gives the raw values their meaning.
+fn compile(
+    file: &Path,
+    raw: raw::RawPolicy,
+    overrides: &Overrides,
+    diags: &mut Diagnostics,
+) -> Snapshot {
+    let base = file.parent().unwrap_or(Path::new("."));
+    let mut c = Checker { file, diags };
+
+    // server
+    let server = raw.server.unwrap_or_default();
+    let mut listen: Vec<SocketAddr> = match &server.listen {
+        Some(list) => list.iter().filter_map(|s| c.listen_addr(s)).collect(),
+        None => vec![SocketAddr::from(([0, 0, 0, 0], 8080))],
+    };
+    if !overrides.listen.is_empty() {
+        listen = overrides
+            .listen
+            .iter()
+            .filter_map(|s| match s.parse() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    c.cli_error("--listen", format!("`{s}` is not IP:PORT"));
+                    None
+                }
+            })
+            .collect();
+    }
+    let mut admin_listen = match &server.admin_listen {
+        Some(s) => c
+            .listen_addr(s)
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9090))),
+        None => SocketAddr::from(([127, 0, 0, 1], 9090)),
+    };
+    if let Some(s) = &overrides.admin_listen {
+        match s.parse() {
+            Ok(a) => admin_listen = a,
+            Err(_) => c.cli_error("--admin-listen", format!("`{s}` is not IP:PORT")),
+        }
+    }
+    if listen.contains(&admin_listen) {
+        c.at(
+            server.admin_listen.as_ref(),
+            format!("the admin listener {admin_listen} is also a shop listener"),
+            Some("the admin API must have a port of its own, never the shop's"),
+        );
+    }
+    let threads = server.threads.as_ref().map_or_else(
+        || std::thread::available_parallelism().map_or(2, |n| n.get()),
+        |t| t.value,
+    );
+    if threads == 0 || threads > 1024 {
+        c.at(
+            server.threads.as_ref(),
+            "`server.threads` must be between 1 and 1024",
+            None,
+        );
+    }
+    let server = ServerSettings {
+        listen,
+        admin_listen,
+        threads,
+        grace_period: server.grace_period.map_or(Duration::from_secs(5), |d| d.0),
+        shutdown_timeout: server
+            .shutdown_timeout
+            .map_or(Duration::from_secs(30), |d| d.0),
+        log_format: server.log_format.unwrap_or_default(),
+        access_log: server.access_log.unwrap_or(true),
+    };
+
+    // tls
+    let tls = raw.tls.map(|t| {
+        let listen: Vec<SocketAddr> = t.listen.iter().filter_map(|s| c.listen_addr(s)).collect();
+        let certs_dir = t.certs_dir.as_ref().map_or_else(|| base.join("../certs"), |s| base.join(&s.value));
+        if let Some(dir) = &t.certs_dir {
+            if !listen.is_empty() && !base.join(&dir.value).is_dir() {
+                c.error(dir, format!("certificate folder `{}` not found", base.join(&dir.value).display()),
+                    Some("paths are relative to the policy file; `rempart cert --dev DOMAIN` creates a development certificate"));
+            }
+        }
+        let hsts = t.hsts.map(|h| {
+            let mut v = format!("max-age={}", h.max_age.0.as_secs());
+            if h.include_subdomains {
+                v.push_str("; includeSubDomains");
+            }
+            if h.preload {
+                v.push_str("; preload");
+            }
+            v
+        });
+        if t.redirect_http && listen.is_empty() {
+            c.at(t.certs_dir.as_ref(), "`tls.redirect_http` is on but `tls.listen` is empty",
+                Some("add an HTTPS listener, or the redirect would send clients nowhere"));
+        }
+        TlsSettings { listen, certs_dir, redirect_http: t.redirect_http, http2: t.http2.unwrap_or(true), hsts }
+    });
+    if let Some(t) = &tls {
+        for a in &t.listen {
+            if server.listen.contains(a) || *a == server.admin_listen {
+                c.at::<()>(
+                    None,
+                    format!("address {a} is used by two listeners"),
+                    Some("give HTTP, HTTPS and admin listeners a port each"),
+                );
+            }
+        }
+    }
+
+    // limits
+    let l = raw.limits.unwrap_or_default();
+    let limits = Limits {
+        max_header_bytes: l.max_header_bytes.as_ref().map_or(16 << 10, |b| {
+            usize::try_from(b.value.0).unwrap_or(usize::MAX)
+        }),
+        max_header_count: l.max_header_count.as_ref().map_or(100, |n| n.value),
+        max_body_bytes: l.max_body_bytes.map_or(64 << 20, |b| b.0),
+    };
+    if limits.max_header_bytes < 1024 || limits.max_header_bytes > 1 << 20 {
+        c.at(
+            l.max_header_bytes.as_ref(),
+            "`limits.max_header_bytes` must be between 1KiB and 1MiB",
+            Some("browsers with many cookies send up to 8KiB; 16KiB is a safe default"),
+        );
+    }
+    if limits.max_header_count == 0 || limits.max_header_count > 250 {
+        c.at(
+            l.max_header_count.as_ref(),
+            "`limits.max_header_count` must be between 1 and 250",
+            None,
+        );
+    }
+
+    // client_ip
+    let ci = raw.client_ip.unwrap_or_default();
+    let trusted = c.nets(&ci.trusted_proxies);
+    let header = match &ci.header {
+        Some(h) => match HeaderName::try_from(h.value.to_ascii_lowercase()) {
+            Ok(name) => name,
+            Err(_) => {
+                c.error(
+                    h,
+                    format!("`{}` is not a valid header name", h.value),
+                    Some("e.g. `x-forwarded-for`, `cf-connecting-ip`, `x-real-ip`"),
+                );
+                HeaderName::from_static("x-forwarded-for")
+            }
+        },
+        None => HeaderName::from_static("x-forwarded-for"),
+    };
+    let client_ip = ClientIpResolver { trusted, header };
+
+    // upstream
+    let upstream = compile_upstream(&mut c, raw.upstream, overrides);
+
+    // request filters, in pipeline order
+    let mut request_filters = FilterChain::default();
+    let ipf = raw.ip_filter.unwrap_or_default();
+    let ip_filter = IpFilter::new(c.nets(&ipf.allow), c.nets(&ipf.deny));
+    if !ip_filter.is_noop() {
+        request_filters.push(Box::new(ip_filter));
+    }
+
+    Snapshot {
+        source: file.to_path_buf(),
+        server,
+        tls,
+        limits,
+        client_ip,
+        upstream,
+        request_filters,
+    }
+}
+
+fn compile_upstream(
+    c: &mut Checker<'_>,
+    raw: Option<raw::UpstreamBlock>,
+    overrides: &Overrides,
+) -> UpstreamSettings {
+    let mut servers = Vec::new();
+    let (balance, host_header, retries, timeouts, health, passive) = match raw {
+        Some(u) => {
+            for s in &u.servers.value {
+                match resolve(&s.value) {
+                    Ok(server) => servers.push(server),
+                    Err(e) => c.error(
+                        s,
+                        e,
+                        Some("write HOST:PORT, e.g. `127.0.0.1:8081` or `php-fpm-nginx:80`"),
+                    ),
+                }
+            }
+            if u.servers.value.is_empty() && overrides.upstreams.is_empty() {
+                c.error(
+                    &u.servers,
+                    "`upstream.servers` is empty",
+                    Some("list at least one origin server, e.g. `127.0.0.1:8081`"),
+                );
+            }
+            if let Some(h) = &u.host_header {
+                if http::HeaderValue::from_str(&h.value).is_err() || h.value.is_empty() {
+                    c.error(h, format!("`{}` is not a valid Host header", h.value), None);
+                }
+            }
+            (
+                u.balance,
+                u.host_header.map(|h| h.value),
+                u.retries,
+                u.timeouts,
+                u.health_check,
+                u.passive,
+            )
+        }
+        None => {
+            if overrides.upstreams.is_empty() {
+                c.at::<()>(None, "the policy has no `upstream` block",
+                    Some("add `upstream:` with `servers: [\"127.0.0.1:8081\"]`, or pass --upstream HOST:PORT"));
+            }
+            (
+                Balance::default(),
+                None,
+                None,
+                Default::default(),
+                None,
+                Default::default(),
+            )
+        }
+    };
+    if !overrides.upstreams.is_empty() {
+        servers.clear();
+        for s in &overrides.upstreams {
+            match resolve(s) {
+                Ok(server) => servers.push(server),
+                Err(e) => c.cli_error("--upstream", e),
+            }
+        }
+    }
+    let health_check = health.map(|h| {
+        let path = match &h.path {
+            Some(p) if !p.value.starts_with('/') => {
+                c.error(
+                    p,
+                    format!("health check path `{}` must start with `/`", p.value),
+                    None,
+                );
+                "/".to_string()
+            }
+            Some(p) => p.value.clone(),
+            None => "/".to_string(),
+        };
+        let expect_status = match &h.expect_status {
+            Some(s) => parse_status_range(&s.value).unwrap_or_else(|e| {
+                c.error(
+                    s,
+                    e,
+                    Some("write one status (`200`) or an inclusive range (`200-399`)"),
+                );
+                (200, 399)
+            }),
+            None => (200, 399),
+        };
+        let healthy_threshold = h.healthy_threshold.unwrap_or(2).max(1);
+        let unhealthy_threshold = h.unhealthy_threshold.unwrap_or(3).max(1);
+        HealthCheck {
+            path,
+            host: h.host,
+            interval: h.interval.map_or(Duration::from_secs(5), |d| d.0),
+            timeout: h.timeout.map_or(Duration::from_secs(2), |d| d.0),
+            healthy_threshold,
+            unhealthy_threshold,
+            expect_status,
+        }
+    });
+    UpstreamSettings {
+        servers,
+        balance,
+        host_header,
+        retries: retries.unwrap_or(1),
+        connect_timeout: timeouts.connect.map_or(Duration::from_secs(3), |d| d.0),
+        read_timeout: timeouts.read.map_or(Duration::from_secs(60), |d| d.0),
+        write_timeout: timeouts.write.map_or(Duration::from_secs(60), |d| d.0),
+        idle_timeout: timeouts.idle.map_or(Duration::from_secs(60), |d| d.0),
+        health_check,
+        max_failures: passive.max_failures.unwrap_or(3).max(1),
+        cooldown: passive.cooldown.map_or(Duration::from_secs(10), |d| d.0),
+    }
+}
+
+/// `host:port` to an address, resolving names once, at load time.
+fn resolve(text: &str) -> Result<UpstreamServer, String> {
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{text}` has no port"))?;
+    port.parse::<u16>()
+        .map_err(|_| format!("`{port}` in `{text}` is not a port number"))?;
+    let addr = text
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve `{text}`: {e}"))?
+        .next()
+        .ok_or_else(|| format!("`{text}` resolves to no address"))?;
+    Ok(UpstreamServer {
+        name: text.to_string(),
+        host: host.trim_matches(|ch| ch == '[' || ch == ']').to_string(),
+        addr,
+    })
+}
+
+/// `200` or `200-399`.
+fn parse_status_range(text: &str) -> Result<(u16, u16), String> {
+    let parse = |s: &str| {
+        s.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|n| (100..=599).contains(n))
+            .ok_or_else(|| format!("`{s}` is not an HTTP status (100-599)"))
+    };
+    let (lo, hi) = match text.split_once('-') {
+        Some((a, b)) => (parse(a)?, parse(b)?),
+        None => (parse(text)?, parse(text)?),
+    };
+    if lo > hi {
+        return Err(format!("status range `{text}` is empty"));
+    }
+    Ok((lo, hi))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn load_text(text: &str) -> Result<Snapshot, Diagnostics> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.yaml");
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        load(&path, &Overrides::default())
+    }
+
+    fn lines(d: &Diagnostics) -> Vec<(u32, String)> {
+        d.0.iter().map(|d| (d.line, d.message.clone())).collect()
+    }
+
+    #[test]
+    fn minimal_policy_compiles_with_defaults() {
+        let s = load_text("upstream:\n  servers: [\"127.0.0.1:8081\"]\n").unwrap();
+        assert_eq!(s.server.admin_listen.to_string(), "127.0.0.1:9090");
+        assert_eq!(s.limits.max_header_bytes, 16 << 10);
+        assert_eq!(s.upstream.servers[0].addr.to_string(), "127.0.0.1:8081");
+        assert!(s.request_filters.is_empty());
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_line() {
+        let text = "\
+server:
+  lisen: [\"0.0.0.0:80\"]
+upstream:
+  servers: [\"127.0.0.1:8081\", \"nope\"]
+  timeouts:
+    connect: 3
+ip_filter:
+  deny:
+    - 10.0.0.0/8
+    - 300.1.1.1
+    - 192.168.0.0/40
+colour: blue
+";
+        let d = load_text(text).unwrap_err();
+        let got = lines(&d);
+        assert_eq!(got.len(), 5, "{d}");
+        assert_eq!(got[0].0, 2);
+        assert!(got[0].1.contains("unknown key `lisen`"), "{d}");
+        assert!(d.0[0]
+            .hint
+            .as_deref()
+            .unwrap()
+            .contains("did you mean `listen`"));
+        assert_eq!(got[1].0, 6, "{d}");
+        assert!(got[1].1.contains("no unit"), "{d}");
+        assert_eq!(got[2].0, 10);
+        assert_eq!(got[3].0, 11);
+        assert_eq!(got[4].0, 12);
+        assert!(got[4].1.contains("unknown block `colour`"));
+    }
+
+    #[test]
+    fn wrong_types_and_bad_addresses() {
+        let text = "server:\n  threads: many\nupstream:\n  servers: [\"127.0.0.1:http\"]\n";
+        let d = load_text(text).unwrap_err();
+        let got = lines(&d);
+        assert_eq!(got.len(), 2, "{d}");
+        assert_eq!(got[0].0, 2);
+        assert_eq!(got[1].0, 4);
+        assert!(got[1].1.contains("not a port"), "{d}");
+    }
+
+    #[test]
+    fn syntax_errors_point_at_the_line() {
+        let d = load_text("server:\n  listen: [\"a\"\nupstream: {\n").unwrap_err();
+        assert_eq!(d.len(), 1);
+        assert!(d.0[0].line >= 2, "{d}");
+    }
+
+    #[test]
+    fn includes_are_merged_and_loops_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("main.yaml"),
+            "include: [\"lists.yaml\"]\nupstream:\n  servers: [\"127.0.0.1:1\"]\nip_filter:\n  deny: [\"10.0.0.0/8\"]\n").unwrap();
+        std::fs::write(
+            dir.path().join("lists.yaml"),
+            "ip_filter:\n  deny:\n    - 192.0.2.0/24\n    - bogus\n",
+        )
+        .unwrap();
+        let d = load(&dir.path().join("main.yaml"), &Overrides::default()).unwrap_err();
+        assert_eq!(d.len(), 1, "{d}");
+        assert!(d.0[0].file.ends_with("lists.yaml"));
+        assert_eq!(d.0[0].line, 4);
+
+        std::fs::write(dir.path().join("lists.yaml"), "include: [\"main.yaml\"]\n").unwrap();
+        let d = load(&dir.path().join("main.yaml"), &Overrides::default()).unwrap_err();
+        assert!(d.to_string().contains("loop"), "{d}");
+    }
+
+    #[test]
+    fn overrides_replace_file_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.yaml");
+        std::fs::write(&path, "upstream:\n  servers: [\"127.0.0.1:1\"]\n").unwrap();
+        let o = Overrides {
+            listen: vec!["127.0.0.1:7000".into()],
+            admin_listen: Some("127.0.0.1:7001".into()),
+            upstreams: vec!["127.0.0.1:7002".into()],
+        };
+        let s = load(&path, &o).unwrap();
+        assert_eq!(s.server.listen[0].port(), 7000);
+        assert_eq!(s.server.admin_listen.port(), 7001);
+        assert_eq!(s.upstream.servers[0].addr.port(), 7002);
+        let bad = Overrides {
+            upstreams: vec!["x".into()],
+            ..Default::default()
+        };
+        assert!(load(&path, &bad)
+            .unwrap_err()
+            .to_string()
+            .contains("--upstream"));
+    }
+
+    #[test]
+    fn status_ranges() {
+        assert_eq!(parse_status_range("200-399"), Ok((200, 399)));
+        assert_eq!(parse_status_range("204"), Ok((204, 204)));
+        assert!(parse_status_range("399-200").is_err());
+        assert!(parse_status_range("abc").is_err());
+    }
+}

@@ -1,0 +1,261 @@
+//! Stage one: read a policy file (and the files it includes) into `RawPolicy`.
+//!
+//! serde stops at the first error of a document, so each top-level block is
+//! deserialized on its own: a typo in `upstream` does not hide a bad CIDR in
+//! `ip_filter`. Each block is cut out of the file whole and padded with the
+//! blank lines that preceded it, so reported lines and columns stay exact.
+
+use super::diag::{unknown_key_hint, Diagnostic, Diagnostics, Pos};
+use super::raw::{RawPolicy, SECTIONS};
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde_saphyr::{Location, MessageFormatter};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// How deep `include:` may nest before it is called a loop.
+const MAX_INCLUDE_DEPTH: usize = 8;
+
+/// Reads `path` and everything it includes. Problems go to `diags`; the
+/// returned policy holds whatever could be read.
+pub fn parse_policy(path: &Path, diags: &mut Diagnostics) -> RawPolicy {
+    let mut chain = Vec::new();
+    parse_with_includes(path, diags, &mut chain)
+}
+
+fn parse_with_includes(
+    path: &Path,
+    diags: &mut Diagnostics,
+    chain: &mut Vec<PathBuf>,
+) -> RawPolicy {
+    let mut policy = parse_file(path, diags);
+    chain.push(path.to_path_buf());
+    let base = path.parent().unwrap_or(Path::new("."));
+    for inc in std::mem::take(&mut policy.include) {
+        let at = pos(&inc.referenced);
+        let target = base.join(&inc.value);
+        if chain.iter().any(|p| p == &target) || chain.len() >= MAX_INCLUDE_DEPTH {
+            diags.push(
+                Diagnostic::new(path, at, format!("`{}` is included in a loop", inc.value))
+                    .with_hint("a file must not include itself, directly or through others"),
+            );
+            continue;
+        }
+        if !target.is_file() {
+            diags.push(
+                Diagnostic::new(
+                    path,
+                    at,
+                    format!("included file `{}` not found", target.display()),
+                )
+                .with_hint("include paths are relative to the file that includes them"),
+            );
+            continue;
+        }
+        let included = parse_with_includes(&target, diags, chain);
+        merge(&mut policy, included, path, at, diags);
+    }
+    chain.pop();
+    policy
+}
+
+/// Adds an included file's blocks. Lists (IP lists) are appended; any other
+/// block may be defined in one file only.
+fn merge(into: &mut RawPolicy, from: RawPolicy, file: &Path, at: Pos, diags: &mut Diagnostics) {
+    let mut twice = |name: &str| {
+        diags.push(
+            Diagnostic::new(
+                file,
+                at,
+                format!("block `{name}` is defined both here and in an included file"),
+            )
+            .with_hint("define each block once; only `ip_filter` lists are merged across files"),
+        );
+    };
+    macro_rules! take_once {
+        ($($field:ident),*) => {$(
+            match (&into.$field, from.$field) {
+                (Some(_), Some(_)) => twice(stringify!($field)),
+                (None, Some(v)) => into.$field = Some(v),
+                _ => {}
+            }
+        )*};
+    }
+    take_once!(server, tls, limits, client_ip, upstream);
+    if let Some(more) = from.ip_filter {
+        let lists = into.ip_filter.get_or_insert_with(Default::default);
+        lists.allow.extend(more.allow);
+        lists.deny.extend(more.deny);
+    }
+}
+
+/// Parses one file, without following its includes.
+pub fn parse_file(path: &Path, diags: &mut Diagnostics) -> RawPolicy {
+    let mut policy = RawPolicy::default();
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            diags.push(
+                Diagnostic::new(path, Pos::default(), format!("cannot read policy: {e}"))
+                    .with_hint("check the path given to --config"),
+            );
+            return policy;
+        }
+    };
+    // The whole document must be valid YAML and a mapping before blocks are cut out.
+    if let Err(e) = serde_saphyr::from_str::<Option<BTreeMap<String, IgnoredAny>>>(&text) {
+        diags.push(to_diagnostic(path, &e).with_hint(
+            "a policy is a YAML mapping of blocks such as `server:`, `upstream:`, `ip_filter:`",
+        ));
+        return policy;
+    }
+    let mut seen: Vec<String> = Vec::new();
+    for block in split_blocks(&text) {
+        let at = Pos {
+            line: block.line,
+            col: 1,
+        };
+        if seen.contains(&block.key) {
+            diags.push(Diagnostic::new(
+                path,
+                at,
+                format!("block `{}` appears twice", block.key),
+            ));
+            continue;
+        }
+        seen.push(block.key.clone());
+        let src = block.padded_source;
+        match block.key.as_str() {
+            "include" => policy.include = section(path, &src, diags).unwrap_or_default(),
+            "server" => policy.server = section(path, &src, diags),
+            "tls" => policy.tls = section(path, &src, diags),
+            "limits" => policy.limits = section(path, &src, diags),
+            "client_ip" => policy.client_ip = section(path, &src, diags),
+            "upstream" => policy.upstream = section(path, &src, diags),
+            "ip_filter" => policy.ip_filter = section(path, &src, diags),
+            other => diags.push(
+                Diagnostic::new(path, at, format!("unknown block `{other}`"))
+                    .with_hint(unknown_key_hint(other, SECTIONS)),
+            ),
+        }
+    }
+    policy
+}
+
+/// Deserializes one block (`key: ...`) into `T`.
+fn section<T: DeserializeOwned>(file: &Path, src: &str, diags: &mut Diagnostics) -> Option<T> {
+    match serde_saphyr::from_str::<BTreeMap<String, Option<T>>>(src) {
+        Ok(map) => map.into_values().next().flatten(),
+        Err(e) => {
+            diags.push(to_diagnostic(file, &e));
+            None
+        }
+    }
+}
+
+struct Block {
+    key: String,
+    line: u32,
+    padded_source: String,
+}
+
+/// Cuts a block-style YAML mapping into its top-level entries. Each entry keeps
+/// its original lines, preceded by as many blank lines as came before it.
+fn split_blocks(text: &str) -> Vec<Block> {
+    let lines: Vec<&str> = text.lines().collect();
+    let starts: Vec<(usize, String)> = lines
+        .iter()
+        .enumerate()
+        .filter_map(|(i, line)| top_level_key(line).map(|k| (i, k)))
+        .collect();
+    starts
+        .iter()
+        .enumerate()
+        .map(|(n, (start, key))| {
+            let end = starts.get(n + 1).map_or(lines.len(), |(next, _)| *next);
+            let mut padded_source = "\n".repeat(*start);
+            for line in &lines[*start..end] {
+                padded_source.push_str(line);
+                padded_source.push('\n');
+            }
+            Block {
+                key: key.clone(),
+                line: u32::try_from(*start + 1).unwrap_or(u32::MAX),
+                padded_source,
+            }
+        })
+        .collect()
+}
+
+/// `Some(key)` when the line starts a top-level entry (`key:` at column 1).
+fn top_level_key(line: &str) -> Option<String> {
+    let first = line.chars().next()?;
+    if !(first.is_ascii_alphanumeric() || first == '_' || first == '"' || first == '\'') {
+        return None;
+    }
+    let colon = line.find(':')?;
+    let key = line[..colon].trim().trim_matches(|c| c == '"' || c == '\'');
+    let rest = &line[colon + 1..];
+    (rest.is_empty() || rest.starts_with([' ', '\t'])).then(|| key.to_string())
+}
+
+/// Turns a YAML/serde error into a diagnostic, with a hint for unknown keys.
+fn to_diagnostic(file: &Path, e: &serde_saphyr::Error) -> Diagnostic {
+    let at = e.location().map(|l| pos(&l)).unwrap_or_default();
+    let message = serde_saphyr::DefaultMessageFormatter
+        .format_message(e.without_snippet())
+        .into_owned();
+    match unknown_field(&message) {
+        Some((key, expected)) => {
+            let candidates: Vec<&str> = expected.iter().map(String::as_str).collect();
+            Diagnostic::new(file, at, format!("unknown key `{key}`"))
+                .with_hint(unknown_key_hint(&key, &candidates))
+        }
+        None => Diagnostic::new(file, at, message),
+    }
+}
+
+/// Reads serde's "unknown field `x`, expected one of `a`, `b`" message.
+fn unknown_field(message: &str) -> Option<(String, Vec<String>)> {
+    let rest = message.split("unknown field `").nth(1)?;
+    let (key, rest) = rest.split_once('`')?;
+    let expected = rest
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    Some((key.to_string(), expected))
+}
+
+/// The 1-based position of a YAML location.
+pub fn pos(l: &Location) -> Pos {
+    Pos {
+        line: u32::try_from(l.line()).unwrap_or(u32::MAX),
+        col: u32::try_from(l.column()).unwrap_or(u32::MAX),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_keep_their_line_numbers() {
+        let text = "# comment\nserver:\n  listen: [a]\n\nupstream:\n  servers: [b]\n";
+        let blocks = split_blocks(text);
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(blocks[0].key, "server");
+        assert_eq!(blocks[0].line, 2);
+        assert_eq!(blocks[1].key, "upstream");
+        assert_eq!(blocks[1].line, 5);
+        assert!(blocks[1].padded_source.starts_with("\n\n\n\nupstream:"));
+    }
+
+    #[test]
+    fn reads_unknown_field_messages() {
+        let (key, expected) =
+            unknown_field("unknown field `lisen`, expected one of `listen`, `threads`").unwrap();
+        assert_eq!(key, "lisen");
+        assert_eq!(expected, vec!["listen", "threads"]);
+    }
+}

@@ -1,0 +1,153 @@
+//! The policy file as written: serde structs that mirror the YAML one to one.
+//! Nothing here is checked beyond its type; `compile` gives it meaning.
+//! Every struct denies unknown keys, so a typo is an error, never a default.
+
+use super::units::{ByteSize, Dur, NonZeroDur};
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// The whole policy: one optional block per concern. Built section by section
+/// by `parse`, so that a mistake in one block does not hide those in others.
+#[derive(Debug, Default)]
+pub struct RawPolicy {
+    pub include: Vec<Spanned<String>>,
+    pub server: Option<ServerBlock>,
+    pub tls: Option<TlsBlock>,
+    pub limits: Option<LimitsBlock>,
+    pub client_ip: Option<ClientIpBlock>,
+    pub upstream: Option<UpstreamBlock>,
+    pub ip_filter: Option<IpFilterBlock>,
+}
+
+/// The top-level keys a policy may have, in documentation order.
+pub const SECTIONS: &[&str] = &[
+    "include",
+    "server",
+    "tls",
+    "limits",
+    "client_ip",
+    "upstream",
+    "ip_filter",
+];
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerBlock {
+    pub listen: Option<Vec<Spanned<String>>>,
+    pub admin_listen: Option<Spanned<String>>,
+    pub threads: Option<Spanned<usize>>,
+    pub grace_period: Option<Dur>,
+    pub shutdown_timeout: Option<Dur>,
+    pub log_format: Option<LogFormat>,
+    pub access_log: Option<bool>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsBlock {
+    pub listen: Vec<Spanned<String>>,
+    pub certs_dir: Option<Spanned<String>>,
+    pub redirect_http: bool,
+    pub http2: Option<bool>,
+    pub hsts: Option<HstsBlock>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HstsBlock {
+    pub max_age: Dur,
+    #[serde(default)]
+    pub include_subdomains: bool,
+    #[serde(default)]
+    pub preload: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsBlock {
+    pub max_header_bytes: Option<Spanned<ByteSize>>,
+    pub max_header_count: Option<Spanned<usize>>,
+    pub max_body_bytes: Option<ByteSize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientIpBlock {
+    pub trusted_proxies: Vec<Spanned<String>>,
+    pub header: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamBlock {
+    pub servers: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub balance: Balance,
+    #[serde(default)]
+    pub host_header: Option<Spanned<String>>,
+    #[serde(default)]
+    pub retries: Option<u32>,
+    #[serde(default)]
+    pub timeouts: TimeoutsBlock,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckBlock>,
+    #[serde(default)]
+    pub passive: PassiveBlock,
+}
+
+/// How requests are spread over healthy upstream servers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Each server in turn.
+    #[default]
+    RoundRobin,
+    /// The server with the fewest requests in flight.
+    LeastConnections,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutsBlock {
+    pub connect: Option<NonZeroDur>,
+    pub read: Option<NonZeroDur>,
+    pub write: Option<NonZeroDur>,
+    pub idle: Option<Dur>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheckBlock {
+    pub path: Option<Spanned<String>>,
+    pub host: Option<String>,
+    pub interval: Option<NonZeroDur>,
+    pub timeout: Option<NonZeroDur>,
+    pub healthy_threshold: Option<u32>,
+    pub unhealthy_threshold: Option<u32>,
+    pub expect_status: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassiveBlock {
+    pub max_failures: Option<u32>,
+    pub cooldown: Option<Dur>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IpFilterBlock {
+    pub allow: Vec<Spanned<String>>,
+    pub deny: Vec<Spanned<String>>,
+}

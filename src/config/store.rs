@@ -1,0 +1,138 @@
+//! The running policy and its hot reload.
+//!
+//! The compiled snapshot sits in an `ArcSwap`: a request takes an `Arc` of the
+//! current snapshot at its start and keeps it to its end, so a reload never
+//! changes the rules under a request in flight. A reload that fails to compile
+//! leaves the running snapshot in place and says why.
+
+use super::{load, Diagnostics, Overrides, Snapshot};
+use crate::metrics;
+use arc_swap::ArcSwap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+/// Where the policy comes from, and the snapshot running now.
+pub struct PolicyStore {
+    path: PathBuf,
+    overrides: Overrides,
+    current: ArcSwap<Snapshot>,
+    /// Serialises reloads (SIGHUP and the admin API may race).
+    reloading: Mutex<ReloadState>,
+}
+
+#[derive(Debug, Clone)]
+struct ReloadState {
+    generation: u64,
+    loaded_at: SystemTime,
+}
+
+/// What a reload did.
+#[derive(Debug)]
+pub enum ReloadOutcome {
+    /// The new policy runs now.
+    Applied { generation: u64 },
+    /// The file has problems; the running policy stays.
+    Refused(Diagnostics),
+}
+
+impl PolicyStore {
+    /// Loads the policy for start-up.
+    pub fn open(path: PathBuf, overrides: Overrides) -> Result<Self, Diagnostics> {
+        let snapshot = load(&path, &overrides)?;
+        Ok(PolicyStore {
+            path,
+            overrides,
+            current: ArcSwap::from_pointee(snapshot),
+            reloading: Mutex::new(ReloadState {
+                generation: 1,
+                loaded_at: SystemTime::now(),
+            }),
+        })
+    }
+
+    /// The snapshot to use for a new request.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// The generation number of the running snapshot (1 at start-up).
+    pub fn generation(&self) -> u64 {
+        self.reloading
+            .lock()
+            .map(|s| s.generation)
+            .unwrap_or_default()
+    }
+
+    /// When the running snapshot was loaded.
+    pub fn loaded_at(&self) -> SystemTime {
+        self.reloading
+            .lock()
+            .map(|s| s.loaded_at)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+
+    /// Reads the file again; applies it only if it compiles cleanly.
+    pub fn reload(&self) -> ReloadOutcome {
+        self.reload_with(|_| Ok(()))
+    }
+
+    /// Like [`Self::reload`], with a last step (`prepare`) that may still
+    /// refuse the new snapshot, e.g. when its certificates do not load.
+    pub fn reload_with(
+        &self,
+        prepare: impl FnOnce(&Snapshot) -> Result<(), String>,
+    ) -> ReloadOutcome {
+        let mut state = match self.reloading.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let loaded = load(&self.path, &self.overrides).and_then(|snapshot| {
+            prepare(&snapshot).map(|()| snapshot).map_err(|why| {
+                let mut diags = Diagnostics::default();
+                diags.push(super::Diagnostic::new(
+                    &self.path,
+                    super::Pos::default(),
+                    why,
+                ));
+                diags
+            })
+        });
+        match loaded {
+            Ok(snapshot) => {
+                warn_about_restart_only_changes(&self.current(), &snapshot);
+                self.current.store(Arc::new(snapshot));
+                state.generation += 1;
+                state.loaded_at = SystemTime::now();
+                metrics::RELOADS.with_label_values(&["ok"]).inc();
+                tracing::info!(generation = state.generation, path = %self.path.display(), "policy reloaded");
+                ReloadOutcome::Applied {
+                    generation: state.generation,
+                }
+            }
+            Err(diags) => {
+                metrics::RELOADS.with_label_values(&["failed"]).inc();
+                tracing::error!(path = %self.path.display(), problems = diags.len(),
+                    "policy reload refused, the running policy stays:\n{diags}");
+                ReloadOutcome::Refused(diags)
+            }
+        }
+    }
+}
+
+/// Listeners and thread counts are fixed at start-up; say so when they change.
+fn warn_about_restart_only_changes(old: &Snapshot, new: &Snapshot) {
+    let old_tls = old.tls.as_ref().map(|t| &t.listen);
+    let new_tls = new.tls.as_ref().map(|t| &t.listen);
+    if old.server.listen != new.server.listen
+        || old.server.admin_listen != new.server.admin_listen
+        || old.server.threads != new.server.threads
+        || old_tls != new_tls
+    {
+        tracing::warn!("listen addresses and thread counts change only on restart; the new values are ignored until then");
+    }
+}

@@ -1,0 +1,17 @@
+//! Rempart: an edge reverse proxy that keeps online shops up, fast and safe.
+//!
+//! The binary (`src/main.rs`) is a thin CLI over these modules; integration
+//! tests and benchmarks use them too.
+
+pub mod admin;
+pub mod client_ip;
+pub mod config;
+pub mod demo;
+pub mod filter;
+pub mod ipfilter;
+pub mod logging;
+pub mod metrics;
+pub mod pipeline;
+pub mod server;
+pub mod tls;
+pub mod upstream;

@@ -1,0 +1,82 @@
+//! Per-request context, split by concern: when, who, what was decided, and
+//! where the request went.
+
+use crate::config::Snapshot;
+use crate::upstream::Selected;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Everything the phases of one request share.
+#[derive(Default)]
+pub struct RequestCtx {
+    /// The policy pinned at the start of the request (None only before `early_request_filter`).
+    pub snapshot: Option<Arc<Snapshot>>,
+    pub timing: Timing,
+    pub client: Client,
+    pub decision: Decision,
+    pub upstream: UpstreamAttempts,
+    pub request_id: String,
+    /// Request body bytes seen so far (for the body size limit).
+    pub body_bytes: u64,
+}
+
+#[derive(Debug)]
+pub struct Timing {
+    pub start: Instant,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            start: Instant::now(),
+        }
+    }
+}
+
+/// Who is asking.
+#[derive(Debug)]
+pub struct Client {
+    /// The TCP peer (a CDN or load balancer when Rempart sits behind one).
+    pub peer: IpAddr,
+    /// The real client, after trusted-proxy resolution.
+    pub ip: IpAddr,
+    pub peer_trusted: bool,
+    pub tls: bool,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Client {
+            peer: IpAddr::from([0, 0, 0, 0]),
+            ip: IpAddr::from([0, 0, 0, 0]),
+            peer_trusted: false,
+            tls: false,
+        }
+    }
+}
+
+/// Who answered the request, for logs and metrics: `origin`, a filter name,
+/// `limits`, `redirect` or `proxy` (Rempart's own error page).
+#[derive(Debug)]
+pub struct Decision {
+    pub by: &'static str,
+    pub reason: Option<&'static str>,
+}
+
+impl Default for Decision {
+    fn default() -> Self {
+        Decision {
+            by: "origin",
+            reason: None,
+        }
+    }
+}
+
+/// Which origin servers this request tried.
+#[derive(Debug, Default)]
+pub struct UpstreamAttempts {
+    pub current: Option<Selected>,
+    pub tried: Vec<SocketAddr>,
+    pub sent_at: Option<Instant>,
+}

@@ -1,0 +1,529 @@
+//! The request's way through Rempart: one pingora phase after another.
+//!
+//! | phase | work |
+//! |---|---|
+//! | `early_request_filter` | pin the policy snapshot, request id, real client IP |
+//! | `request_filter` | header/body size limits, HTTP→HTTPS redirect, request filters (IP lists...) |
+//! | `request_body_filter` | body size limit while streaming |
+//! | `upstream_peer` / `fail_to_connect` | pick a healthy origin; retry idempotent requests elsewhere |
+//! | `upstream_request_filter` | forwarding headers, hop-by-hop stripping |
+//! | `upstream_response_filter` / `response_filter` | passive health, request id, HSTS |
+//! | `fail_to_proxy` | Rempart's own error page |
+//! | `logging` | metrics and the access log, labelled with who decided |
+
+pub mod ctx;
+pub mod headers;
+pub mod reply;
+
+use crate::config::store::PolicyStore;
+use crate::filter::{Reply, RequestInfo};
+use crate::metrics;
+use crate::upstream::{elapsed_secs, UpstreamPool};
+use async_trait::async_trait;
+use bytes::Bytes;
+use ctx::RequestCtx;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::{HttpPeer, ProxyHttp, Session};
+use pingora::proxy::FailToProxy;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The proxy: policy snapshots come from `policy`, origin health from `pool`.
+pub struct Proxy {
+    pub policy: Arc<PolicyStore>,
+    pub pool: Arc<UpstreamPool>,
+}
+
+impl Proxy {
+    /// Writes one of Rempart's own replies and records who decided.
+    async fn respond(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        by: &'static str,
+        reply: Reply,
+    ) -> Result<()> {
+        ctx.decision.by = by;
+        ctx.decision.reason = Some(reply.reason);
+        let json = reply::wants_json(&session.req_header().headers);
+        let (head, body) = reply::render(&reply, &ctx.request_id, json)?;
+        let head_only = session.req_header().method == http::Method::HEAD;
+        session
+            .write_response_header(Box::new(head), head_only)
+            .await?;
+        if !head_only {
+            session.write_response_body(Some(body), true).await?;
+        }
+        Ok(())
+    }
+
+    /// 308 to the same URL over HTTPS.
+    fn https_redirect(req: &RequestHeader, tls_port: Option<u16>) -> Option<String> {
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.host())?;
+        // Drop the port: `[::1]:8080` -> `[::1]`, `shop.example:8080` -> `shop.example`.
+        let bare = match host.find(']') {
+            Some(end) if host.starts_with('[') => &host[..=end],
+            _ => host.split(':').next().unwrap_or(host),
+        };
+        let port = match tls_port {
+            Some(443) | None => String::new(),
+            Some(p) => format!(":{p}"),
+        };
+        let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        Some(format!("https://{bare}{port}{path}"))
+    }
+}
+
+/// A status code and reply for an error that ended a request.
+fn error_reply(e: &Error) -> Option<Reply> {
+    let reply = match e.etype() {
+        ErrorType::HTTPStatus(413) => Reply::new(
+            413,
+            "body_too_large",
+            "The request body is larger than this shop accepts.",
+        ),
+        ErrorType::HTTPStatus(code) if *code >= 400 => {
+            Reply::new(*code, "proxy_error", "The request could not be completed.")
+        }
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+            if e.esource() == &ErrorSource::Upstream =>
+        {
+            Reply::new(
+                504,
+                "origin_timeout",
+                "The shop took too long to answer. Please try again in a moment.",
+            )
+        }
+        _ => match e.esource() {
+            ErrorSource::Upstream => Reply::new(
+                502,
+                "origin_unreachable",
+                "The shop is temporarily unreachable. Please try again in a moment.",
+            ),
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                    return None
+                }
+                _ => Reply::new(400, "bad_request", "The request could not be understood."),
+            },
+            ErrorSource::Internal | ErrorSource::Unset => Reply::new(
+                502,
+                "proxy_error",
+                "The shop is temporarily unreachable. Please try again in a moment.",
+            ),
+        },
+    };
+    Some(reply)
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    /// Runs first, before any filter: pins the snapshot for the whole request,
+    /// takes or makes the request id, and resolves the real client address.
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let snapshot = self.policy.current();
+        let req = session.req_header();
+        ctx.request_id = headers::request_id(req.headers.get("x-request-id"));
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map_or(ctx.client.peer, |a| a.ip());
+        ctx.client.peer = peer;
+        ctx.client.ip = snapshot.client_ip.resolve(peer, &req.headers);
+        ctx.client.peer_trusted = snapshot.client_ip.is_trusted(peer);
+        ctx.client.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        ctx.snapshot = Some(snapshot);
+        Ok(())
+    }
+
+    /// Size limits, the HTTPS redirect, then the request filters in order.
+    /// `Ok(true)` means Rempart answered and the origin is not contacted.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let Some(snapshot) = ctx.snapshot.clone() else {
+            return Ok(false);
+        };
+        let req = session.req_header();
+        let limits = snapshot.limits;
+        let (bytes, count) = headers::header_size(&req.headers);
+        if bytes > limits.max_header_bytes || count > limits.max_header_count {
+            session.set_keepalive(None);
+            let reply = Reply::new(
+                431,
+                "headers_too_large",
+                "The request headers are larger than this shop accepts.",
+            );
+            self.respond(session, ctx, "limits", reply).await?;
+            return Ok(true);
+        }
+        let declared = req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limits.max_body_bytes) {
+            session.set_keepalive(None);
+            let reply = Reply::new(
+                413,
+                "body_too_large",
+                "The request body is larger than this shop accepts.",
+            );
+            self.respond(session, ctx, "limits", reply).await?;
+            return Ok(true);
+        }
+        if let Some(tls) = snapshot
+            .tls
+            .as_ref()
+            .filter(|t| t.redirect_http && !ctx.client.tls)
+        {
+            if let Some(location) = Self::https_redirect(req, tls.listen.first().map(|a| a.port()))
+            {
+                let mut reply =
+                    Reply::new(308, "https_redirect", "This shop is served over HTTPS.");
+                reply.headers.push((http::header::LOCATION, location));
+                self.respond(session, ctx, "redirect", reply).await?;
+                return Ok(true);
+            }
+        }
+        let info = RequestInfo {
+            client_ip: ctx.client.ip,
+            method: &req.method,
+            uri: &req.uri,
+            headers: &req.headers,
+            request_id: &ctx.request_id,
+        };
+        if let Some((by, reply)) = snapshot.request_filters.run(&info) {
+            tracing::info!(request_id = %ctx.request_id, client_ip = %ctx.client.ip, filter = by, reason = reply.reason, "request refused");
+            self.respond(session, ctx, by, reply).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Enforces the body size limit on streamed bodies (no or wrong Content-Length).
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (Some(chunk), Some(snapshot)) = (body.as_ref(), ctx.snapshot.as_ref()) {
+            ctx.body_bytes += chunk.len() as u64;
+            if ctx.body_bytes > snapshot.limits.max_body_bytes {
+                ctx.decision.by = "limits";
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body over limits.max_body_bytes",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Picks an origin server not tried yet for this request.
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let Some(snapshot) = ctx.snapshot.clone() else {
+            return Error::e_explain(ErrorType::InternalError, "no policy snapshot");
+        };
+        let settings = &snapshot.upstream;
+        let Some(selected) = self.pool.select(settings, &ctx.upstream.tried) else {
+            return Error::e_explain(ErrorType::ConnectNoRoute, "no upstream server left to try");
+        };
+        let mut peer = HttpPeer::new(selected.server.addr, false, selected.server.host.clone());
+        peer.options.connection_timeout = Some(settings.connect_timeout);
+        peer.options.read_timeout = Some(settings.read_timeout);
+        peer.options.write_timeout = Some(settings.write_timeout);
+        peer.options.idle_timeout = Some(settings.idle_timeout);
+        ctx.upstream.tried.push(selected.server.addr);
+        ctx.upstream.current = Some(selected);
+        ctx.upstream.sent_at = Some(Instant::now());
+        Ok(Box::new(peer))
+    }
+
+    /// A connect failure marks the server (passive health) and, for idempotent
+    /// requests, lets pingora ask `upstream_peer` for another server.
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let Some(snapshot) = ctx.snapshot.as_ref() else {
+            return e;
+        };
+        let settings = &snapshot.upstream;
+        if let Some(current) = &ctx.upstream.current {
+            current
+                .in_flight
+                .state()
+                .record_failure("connect", settings.max_failures);
+            tracing::warn!(upstream = %current.server.name, request_id = %ctx.request_id, "cannot connect to upstream: {e}");
+        }
+        let retries_used = ctx.upstream.tried.len().saturating_sub(1);
+        let untried_left = settings
+            .servers
+            .iter()
+            .any(|s| !ctx.upstream.tried.contains(&s.addr));
+        if session.req_header().method.is_idempotent()
+            && retries_used < settings.retries as usize
+            && untried_left
+        {
+            if let Some(current) = &ctx.upstream.current {
+                metrics::UPSTREAM_RETRIES
+                    .with_label_values(&[&current.server.name])
+                    .inc();
+            }
+            e.set_retry(true);
+        } else {
+            e.set_retry(false);
+        }
+        e
+    }
+
+    /// Timeouts and broken connections while proxying count against the server.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        if e.esource() == &ErrorSource::Upstream {
+            if let (Some(current), Some(snapshot)) = (&ctx.upstream.current, &ctx.snapshot) {
+                let kind = match e.etype() {
+                    ErrorType::ReadTimedout | ErrorType::WriteTimedout => "timeout",
+                    _ => "io",
+                };
+                current
+                    .in_flight
+                    .state()
+                    .record_failure(kind, snapshot.upstream.max_failures);
+            }
+        }
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if !session.req_header().method.is_idempotent() {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    /// Forwarding headers for the origin; hop-by-hop headers removed.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let upgrade = headers::is_upgrade(&upstream_request.headers);
+        for name in headers::hop_by_hop(&upstream_request.headers, upgrade) {
+            upstream_request.remove_header(&name);
+        }
+        let original_host = session
+            .req_header()
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string);
+        let peer = ctx.client.peer.to_string();
+        let xff = match upstream_request
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(chain) if ctx.client.peer_trusted => format!("{chain}, {peer}"),
+            _ => peer,
+        };
+        upstream_request.insert_header("x-forwarded-for", xff)?;
+        let proto_from_proxy =
+            ctx.client.peer_trusted && upstream_request.headers.contains_key("x-forwarded-proto");
+        if !proto_from_proxy {
+            upstream_request.insert_header(
+                "x-forwarded-proto",
+                if ctx.client.tls { "https" } else { "http" },
+            )?;
+        }
+        if let Some(host) = &original_host {
+            upstream_request.insert_header("x-forwarded-host", host.as_str())?;
+        }
+        upstream_request.insert_header("x-real-ip", ctx.client.ip.to_string())?;
+        upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(host) = ctx
+            .snapshot
+            .as_ref()
+            .and_then(|s| s.upstream.host_header.as_deref())
+        {
+            upstream_request.insert_header(http::header::HOST, host)?;
+        }
+        Ok(())
+    }
+
+    /// The origin answered: record its latency and health.
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(current) = &ctx.upstream.current {
+            current.in_flight.state().record_success();
+            if let Some(sent) = ctx.upstream.sent_at {
+                metrics::UPSTREAM_DURATION
+                    .with_label_values(&[&current.server.name])
+                    .observe(elapsed_secs(sent));
+            }
+        }
+        let upgrade = upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS;
+        for name in headers::hop_by_hop(&upstream_response.headers, upgrade) {
+            upstream_response.remove_header(&name);
+        }
+        Ok(())
+    }
+
+    /// Every response: the request id, and HSTS on HTTPS.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if ctx.client.tls {
+            if let Some(hsts) = ctx
+                .snapshot
+                .as_ref()
+                .and_then(|s| s.tls.as_ref())
+                .and_then(|t| t.hsts.as_deref())
+            {
+                response.insert_header("strict-transport-security", hsts)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The request failed: answer with Rempart's own page, no internals.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let Some(reply) = error_reply(e) else {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        };
+        let status = reply.status;
+        if ctx.decision.by == "origin" {
+            ctx.decision.by = "proxy";
+        }
+        if session.response_written().is_none() {
+            if ctx.request_id.is_empty() {
+                ctx.request_id = headers::request_id(None);
+            }
+            let by = ctx.decision.by;
+            if let Err(write_err) = self.respond(session, ctx, by, reply).await {
+                tracing::debug!("cannot send error page: {write_err}");
+            }
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// Metrics and the access log, once per request.
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let class = metrics::status_class(status);
+        let elapsed = ctx.timing.start.elapsed();
+        metrics::REQUESTS
+            .with_label_values(&[class, ctx.decision.by])
+            .inc();
+        metrics::REQUEST_DURATION
+            .with_label_values(&[class])
+            .observe(elapsed.as_secs_f64());
+        let access_log = ctx.snapshot.as_ref().is_none_or(|s| s.server.access_log);
+        if access_log {
+            let req = session.req_header();
+            let upstream = ctx
+                .upstream
+                .current
+                .as_ref()
+                .map_or("-", |c| c.server.name.as_str());
+            tracing::info!(
+                target: "rempart::access",
+                client_ip = %ctx.client.ip,
+                method = %req.method,
+                path = req.uri.path(),
+                status,
+                bytes = session.body_bytes_sent(),
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                upstream,
+                request_id = %ctx.request_id,
+                decided_by = ctx.decision.by,
+                reason = ctx.decision.reason.unwrap_or("-"),
+                error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
+            );
+        }
+        // Release the least-connections slot now rather than when the ctx drops.
+        ctx.upstream.current = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_keeps_host_and_path() {
+        let mut req = RequestHeader::build("GET", b"/shop?x=1", None).unwrap();
+        req.insert_header("host", "example.com:8080").unwrap();
+        assert_eq!(
+            Proxy::https_redirect(&req, Some(443)).unwrap(),
+            "https://example.com/shop?x=1"
+        );
+        assert_eq!(
+            Proxy::https_redirect(&req, Some(8443)).unwrap(),
+            "https://example.com:8443/shop?x=1"
+        );
+        req.insert_header("host", "[::1]:8080").unwrap();
+        assert_eq!(
+            Proxy::https_redirect(&req, Some(443)).unwrap(),
+            "https://[::1]/shop?x=1"
+        );
+    }
+
+    #[test]
+    fn upstream_errors_become_clean_pages() {
+        let e = Error::new(ErrorType::ConnectRefused).into_up();
+        assert_eq!(error_reply(&e).unwrap().status, 502);
+        let e = Error::new(ErrorType::ReadTimedout).into_up();
+        assert_eq!(error_reply(&e).unwrap().status, 504);
+        let e = Error::new(ErrorType::ConnectionClosed).into_down();
+        assert!(error_reply(&e).is_none());
+    }
+}

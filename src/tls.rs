@@ -1,0 +1,212 @@
+//! HTTPS: certificates picked by SNI from a folder, and development
+//! certificates for `rempart cert --dev`.
+//!
+//! The folder holds `NAME.crt` + `NAME.key` pairs (PEM), or certbot-style
+//! sub-folders with `fullchain.pem` + `privkey.pem`. Each certificate serves
+//! the DNS names in its subject-alternative-name extension (wildcards
+//! included); the first certificate, by file name, serves clients that send
+//! no or an unknown server name. The table is swapped on reload.
+
+use arc_swap::ArcSwap;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Problems loading certificates.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read certificate folder {0}: {1}")]
+    Folder(PathBuf, std::io::Error),
+    #[error("{0}: {1}")]
+    File(PathBuf, String),
+    #[error(
+        "no certificate found in {0}; `rempart cert --dev DOMAIN` creates one for development"
+    )]
+    Empty(PathBuf),
+    #[error("cannot write {0}: {1}")]
+    Write(PathBuf, std::io::Error),
+    #[error("cannot create a certificate: {0}")]
+    Generate(String),
+}
+
+/// Certificates by the names they serve.
+#[derive(Debug, Default)]
+pub struct CertTable {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// `*.example.com` stored as `example.com`.
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    default: Option<Arc<CertifiedKey>>,
+    names: Vec<String>,
+}
+
+impl CertTable {
+    /// Loads every certificate pair in `dir`.
+    pub fn load(dir: &Path) -> Result<Self, TlsError> {
+        let mut pairs = find_pairs(dir)?;
+        pairs.sort();
+        let mut table = CertTable::default();
+        for (cert_path, key_path) in pairs {
+            let (key, names) = load_pair(&cert_path, &key_path)?;
+            let key = Arc::new(key);
+            for name in names {
+                let name = name.to_ascii_lowercase();
+                table.names.push(name.clone());
+                match name.strip_prefix("*.") {
+                    Some(suffix) => table.wildcard.entry(suffix.to_string()),
+                    None => table.exact.entry(name),
+                }
+                .or_insert_with(|| key.clone());
+            }
+            table.default.get_or_insert(key);
+        }
+        if table.default.is_none() {
+            return Err(TlsError::Empty(dir.to_path_buf()));
+        }
+        Ok(table)
+    }
+
+    /// The DNS names served, for the start-up log.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    fn pick(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let Some(name) = server_name.map(str::to_ascii_lowercase) else {
+            return self.default.clone();
+        };
+        if let Some(key) = self.exact.get(&name) {
+            return Some(key.clone());
+        }
+        let parent = name.split_once('.').map(|(_, rest)| rest);
+        parent
+            .and_then(|p| self.wildcard.get(p).cloned())
+            .or_else(|| self.default.clone())
+    }
+}
+
+/// The rustls hook that picks a certificate for each handshake.
+#[derive(Debug)]
+pub struct SniResolver {
+    table: ArcSwap<CertTable>,
+}
+
+impl SniResolver {
+    pub fn new(table: CertTable) -> Self {
+        SniResolver {
+            table: ArcSwap::from_pointee(table),
+        }
+    }
+
+    /// Replaces the certificates; handshakes in progress keep the old ones.
+    pub fn replace(&self, table: CertTable) {
+        self.table.store(Arc::new(table));
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.table.load().pick(hello.server_name())
+    }
+}
+
+/// `(certificate, key)` paths in a certificate folder.
+fn find_pairs(dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>, TlsError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| TlsError::Folder(dir.to_path_buf(), e))?;
+    let mut pairs = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            let (chain, key) = (path.join("fullchain.pem"), path.join("privkey.pem"));
+            if chain.is_file() && key.is_file() {
+                pairs.push((chain, key));
+            }
+        } else if path.extension().is_some_and(|e| e == "crt") {
+            let key = path.with_extension("key");
+            if key.is_file() {
+                pairs.push((path, key));
+            }
+        }
+    }
+    Ok(pairs)
+}
+
+fn load_pair(cert_path: &Path, key_path: &Path) -> Result<(CertifiedKey, Vec<String>), TlsError> {
+    let bad = |p: &Path, why: String| TlsError::File(p.to_path_buf(), why);
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
+        .map_err(|e| bad(cert_path, e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(cert_path, e.to_string()))?;
+    let leaf = chain
+        .first()
+        .ok_or_else(|| bad(cert_path, "no certificate in file".into()))?;
+    let names: Vec<String> = webpki::EndEntityCert::try_from(leaf)
+        .map_err(|e| bad(cert_path, format!("unreadable certificate: {e}")))?
+        .valid_dns_names()
+        .map(str::to_string)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| bad(key_path, e.to_string()))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| bad(key_path, format!("unsupported key: {e}")))?;
+    Ok((CertifiedKey::new(chain, signing), names))
+}
+
+/// Writes a self-signed certificate for `domains` into `dir` as
+/// `<first domain>.crt` and `.key`. For development only: browsers warn.
+pub fn write_dev_cert(dir: &Path, domains: &[String]) -> Result<(PathBuf, PathBuf), TlsError> {
+    let first = domains
+        .first()
+        .ok_or_else(|| TlsError::Generate("name at least one domain".into()))?;
+    let generated = rcgen::generate_simple_self_signed(domains.to_vec())
+        .map_err(|e| TlsError::Generate(e.to_string()))?;
+    std::fs::create_dir_all(dir).map_err(|e| TlsError::Write(dir.to_path_buf(), e))?;
+    let stem = first.replace('*', "_wildcard");
+    let cert_path = dir.join(format!("{stem}.crt"));
+    let key_path = dir.join(format!("{stem}.key"));
+    std::fs::write(&cert_path, generated.cert.pem())
+        .map_err(|e| TlsError::Write(cert_path.clone(), e))?;
+    std::fs::write(&key_path, generated.key_pair.serialize_pem())
+        .map_err(|e| TlsError::Write(key_path.clone(), e))?;
+    restrict_permissions(&key_path);
+    Ok((cert_path, key_path))
+}
+
+#[cfg(unix)]
+fn restrict_permissions(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+}
+
+#[cfg(not(unix))]
+fn restrict_permissions(_: &Path) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_by_exact_name_then_wildcard_then_default() {
+        let dir = tempfile::tempdir().unwrap();
+        write_dev_cert(dir.path(), &["a.test".into()]).unwrap();
+        write_dev_cert(dir.path(), &["*.b.test".into(), "b.test".into()]).unwrap();
+        let table = CertTable::load(dir.path()).unwrap();
+        let a = table.pick(Some("a.test")).unwrap();
+        let b = table.pick(Some("shop.b.test")).unwrap();
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert!(Arc::ptr_eq(&b, &table.pick(Some("B.TEST")).unwrap()));
+        assert!(table.pick(Some("unknown.test")).is_some());
+        assert!(table.pick(None).is_some());
+    }
+
+    #[test]
+    fn empty_folder_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            CertTable::load(dir.path()),
+            Err(TlsError::Empty(_))
+        ));
+    }
+}

@@ -124,15 +124,20 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Snapshot, Diagnostics>
     }
 }
 
-/// Collects problems against one file.
+/// Collects problems; `file` is the file of the block being compiled.
 struct Checker<'a> {
-    file: &'a Path,
+    file: PathBuf,
     diags: &'a mut Diagnostics,
+}
+
+/// A block's value (or its default) and the file it came from.
+fn unpack<T: Default>(block: Option<raw::Block<T>>, main: &Path) -> (PathBuf, T) {
+    block.map_or_else(|| (main.to_path_buf(), T::default()), |b| (b.file, b.value))
 }
 
 impl Checker<'_> {
     fn error<T>(&mut self, at: &Spanned<T>, message: impl Into<String>, hint: Option<&str>) {
-        let mut d = Diagnostic::new(self.file, parse::pos(&at.referenced), message);
+        let mut d = Diagnostic::new(&self.file, parse::pos(&at.referenced), message);
         if let Some(h) = hint {
             d = d.with_hint(h);
         }
@@ -179,7 +184,7 @@ impl Checker<'_> {
         match at {
             Some(s) => self.error(s, message, hint),
             None => {
-                let mut d = Diagnostic::new(self.file, Pos::default(), message);
+                let mut d = Diagnostic::new(&self.file, Pos::default(), message);
                 if let Some(h) = hint {
                     d = d.with_hint(h);
                 }
@@ -196,11 +201,14 @@ fn compile(
     overrides: &Overrides,
     diags: &mut Diagnostics,
 ) -> Snapshot {
-    let base = file.parent().unwrap_or(Path::new("."));
-    let mut c = Checker { file, diags };
+    let mut c = Checker {
+        file: file.to_path_buf(),
+        diags,
+    };
 
     // server
-    let server = raw.server.unwrap_or_default();
+    let (server_file, server) = unpack(raw.server, file);
+    c.file = server_file;
     let mut listen: Vec<SocketAddr> = match &server.listen {
         Some(list) => list.iter().filter_map(|s| c.listen_addr(s)).collect(),
         None => vec![SocketAddr::from(([0, 0, 0, 0], 8080))],
@@ -261,7 +269,10 @@ fn compile(
     };
 
     // tls
-    let tls = raw.tls.map(|t| {
+    let tls = raw.tls.map(|block| {
+        let t = block.value;
+        c.file = block.file;
+        let base = c.file.parent().unwrap_or(Path::new(".")).to_path_buf();
         let listen: Vec<SocketAddr> = t.listen.iter().filter_map(|s| c.listen_addr(s)).collect();
         let certs_dir = t.certs_dir.as_ref().map_or_else(|| base.join("../certs"), |s| base.join(&s.value));
         if let Some(dir) = &t.certs_dir {
@@ -299,7 +310,8 @@ fn compile(
     }
 
     // limits
-    let l = raw.limits.unwrap_or_default();
+    let (limits_file, l) = unpack(raw.limits, file);
+    c.file = limits_file;
     let limits = Limits {
         max_header_bytes: l.max_header_bytes.as_ref().map_or(16 << 10, |b| {
             usize::try_from(b.value.0).unwrap_or(usize::MAX)
@@ -323,7 +335,8 @@ fn compile(
     }
 
     // client_ip
-    let ci = raw.client_ip.unwrap_or_default();
+    let (client_file, ci) = unpack(raw.client_ip, file);
+    c.file = client_file;
     let trusted = c.nets(&ci.trusted_proxies);
     let header = match &ci.header {
         Some(h) => match HeaderName::try_from(h.value.to_ascii_lowercase()) {
@@ -342,12 +355,27 @@ fn compile(
     let client_ip = ClientIpResolver { trusted, header };
 
     // upstream
-    let upstream = compile_upstream(&mut c, raw.upstream, overrides);
+    let upstream_missing = !raw.seen.iter().any(|b| b == "upstream") && !raw.unreadable;
+    c.file = raw
+        .upstream
+        .as_ref()
+        .map_or_else(|| file.to_path_buf(), |b| b.file.clone());
+    let upstream = compile_upstream(
+        &mut c,
+        raw.upstream.map(|b| b.value),
+        upstream_missing,
+        overrides,
+    );
 
     // request filters, in pipeline order
     let mut request_filters = FilterChain::default();
-    let ipf = raw.ip_filter.unwrap_or_default();
-    let ip_filter = IpFilter::new(c.nets(&ipf.allow), c.nets(&ipf.deny));
+    let (mut allow, mut deny) = (Vec::new(), Vec::new());
+    for block in &raw.ip_filter {
+        c.file = block.file.clone();
+        allow.extend(c.nets(&block.value.allow));
+        deny.extend(c.nets(&block.value.deny));
+    }
+    let ip_filter = IpFilter::new(allow, deny);
     if !ip_filter.is_noop() {
         request_filters.push(Box::new(ip_filter));
     }
@@ -366,6 +394,7 @@ fn compile(
 fn compile_upstream(
     c: &mut Checker<'_>,
     raw: Option<raw::UpstreamBlock>,
+    missing: bool,
     overrides: &Overrides,
 ) -> UpstreamSettings {
     let mut servers = Vec::new();
@@ -403,7 +432,7 @@ fn compile_upstream(
             )
         }
         None => {
-            if overrides.upstreams.is_empty() {
+            if overrides.upstreams.is_empty() && missing {
                 c.at::<()>(None, "the policy has no `upstream` block",
                     Some("add `upstream:` with `servers: [\"127.0.0.1:8081\"]`, or pass --upstream HOST:PORT"));
             }

@@ -6,7 +6,7 @@
 //! blank lines that preceded it, so reported lines and columns stay exact.
 
 use super::diag::{unknown_key_hint, Diagnostic, Diagnostics, Pos};
-use super::raw::{RawPolicy, SECTIONS};
+use super::raw::{Block, RawPolicy, SECTIONS};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_saphyr::{Location, MessageFormatter};
 use std::collections::BTreeMap;
@@ -58,8 +58,8 @@ fn parse_with_includes(
     policy
 }
 
-/// Adds an included file's blocks. Lists (IP lists) are appended; any other
-/// block may be defined in one file only.
+/// Adds an included file's blocks. IP lists add up; any other block may be
+/// defined in one file only.
 fn merge(into: &mut RawPolicy, from: RawPolicy, file: &Path, at: Pos, diags: &mut Diagnostics) {
     let mut twice = |name: &str| {
         diags.push(
@@ -81,11 +81,9 @@ fn merge(into: &mut RawPolicy, from: RawPolicy, file: &Path, at: Pos, diags: &mu
         )*};
     }
     take_once!(server, tls, limits, client_ip, upstream);
-    if let Some(more) = from.ip_filter {
-        let lists = into.ip_filter.get_or_insert_with(Default::default);
-        lists.allow.extend(more.allow);
-        lists.deny.extend(more.deny);
-    }
+    into.ip_filter.extend(from.ip_filter);
+    into.seen.extend(from.seen);
+    into.unreadable |= from.unreadable;
 }
 
 /// Parses one file, without following its includes.
@@ -98,6 +96,7 @@ pub fn parse_file(path: &Path, diags: &mut Diagnostics) -> RawPolicy {
                 Diagnostic::new(path, Pos::default(), format!("cannot read policy: {e}"))
                     .with_hint("check the path given to --config"),
             );
+            policy.unreadable = true;
             return policy;
         }
     };
@@ -106,6 +105,7 @@ pub fn parse_file(path: &Path, diags: &mut Diagnostics) -> RawPolicy {
         diags.push(to_diagnostic(path, &e).with_hint(
             "a policy is a YAML mapping of blocks such as `server:`, `upstream:`, `ip_filter:`",
         ));
+        policy.unreadable = true;
         return policy;
     }
     let mut seen: Vec<String> = Vec::new();
@@ -123,15 +123,20 @@ pub fn parse_file(path: &Path, diags: &mut Diagnostics) -> RawPolicy {
             continue;
         }
         seen.push(block.key.clone());
+        policy.seen.push(block.key.clone());
         let src = block.padded_source;
         match block.key.as_str() {
-            "include" => policy.include = section(path, &src, diags).unwrap_or_default(),
+            "include" => {
+                policy.include = section(path, &src, diags)
+                    .map(|b| b.value)
+                    .unwrap_or_default()
+            }
             "server" => policy.server = section(path, &src, diags),
             "tls" => policy.tls = section(path, &src, diags),
             "limits" => policy.limits = section(path, &src, diags),
             "client_ip" => policy.client_ip = section(path, &src, diags),
             "upstream" => policy.upstream = section(path, &src, diags),
-            "ip_filter" => policy.ip_filter = section(path, &src, diags),
+            "ip_filter" => policy.ip_filter.extend(section(path, &src, diags)),
             other => diags.push(
                 Diagnostic::new(path, at, format!("unknown block `{other}`"))
                     .with_hint(unknown_key_hint(other, SECTIONS)),
@@ -142,9 +147,16 @@ pub fn parse_file(path: &Path, diags: &mut Diagnostics) -> RawPolicy {
 }
 
 /// Deserializes one block (`key: ...`) into `T`.
-fn section<T: DeserializeOwned>(file: &Path, src: &str, diags: &mut Diagnostics) -> Option<T> {
+fn section<T: DeserializeOwned>(
+    file: &Path,
+    src: &str,
+    diags: &mut Diagnostics,
+) -> Option<Block<T>> {
     match serde_saphyr::from_str::<BTreeMap<String, Option<T>>>(src) {
-        Ok(map) => map.into_values().next().flatten(),
+        Ok(map) => map.into_values().next().flatten().map(|value| Block {
+            file: file.to_path_buf(),
+            value,
+        }),
         Err(e) => {
             diags.push(to_diagnostic(file, &e));
             None
@@ -152,7 +164,7 @@ fn section<T: DeserializeOwned>(file: &Path, src: &str, diags: &mut Diagnostics)
     }
 }
 
-struct Block {
+struct TextBlock {
     key: String,
     line: u32,
     padded_source: String,
@@ -160,7 +172,7 @@ struct Block {
 
 /// Cuts a block-style YAML mapping into its top-level entries. Each entry keeps
 /// its original lines, preceded by as many blank lines as came before it.
-fn split_blocks(text: &str) -> Vec<Block> {
+fn split_blocks(text: &str) -> Vec<TextBlock> {
     let lines: Vec<&str> = text.lines().collect();
     let starts: Vec<(usize, String)> = lines
         .iter()
@@ -177,7 +189,7 @@ fn split_blocks(text: &str) -> Vec<Block> {
                 padded_source.push_str(line);
                 padded_source.push('\n');
             }
-            Block {
+            TextBlock {
                 key: key.clone(),
                 line: u32::try_from(*start + 1).unwrap_or(u32::MAX),
                 padded_source,
@@ -198,33 +210,28 @@ fn top_level_key(line: &str) -> Option<String> {
     (rest.is_empty() || rest.starts_with([' ', '\t'])).then(|| key.to_string())
 }
 
-/// Turns a YAML/serde error into a diagnostic, with a hint for unknown keys.
+/// Turns a YAML/serde error into a diagnostic, with a hint for unknown keys
+/// and values.
 fn to_diagnostic(file: &Path, e: &serde_saphyr::Error) -> Diagnostic {
     let at = e.location().map(|l| pos(&l)).unwrap_or_default();
-    let message = serde_saphyr::DefaultMessageFormatter
-        .format_message(e.without_snippet())
-        .into_owned();
-    match unknown_field(&message) {
-        Some((key, expected)) => {
-            let candidates: Vec<&str> = expected.iter().map(String::as_str).collect();
-            Diagnostic::new(file, at, format!("unknown key `{key}`"))
-                .with_hint(unknown_key_hint(&key, &candidates))
-        }
-        None => Diagnostic::new(file, at, message),
+    let e = e.without_snippet();
+    match e {
+        serde_saphyr::Error::SerdeUnknownField {
+            field, expected, ..
+        } => Diagnostic::new(file, at, format!("unknown key `{field}`"))
+            .with_hint(unknown_key_hint(field, expected)),
+        serde_saphyr::Error::SerdeUnknownVariant {
+            variant, expected, ..
+        } => Diagnostic::new(file, at, format!("unknown value `{variant}`"))
+            .with_hint(unknown_key_hint(variant, expected).replace("valid keys", "valid values")),
+        other => Diagnostic::new(
+            file,
+            at,
+            serde_saphyr::DefaultMessageFormatter
+                .format_message(other)
+                .into_owned(),
+        ),
     }
-}
-
-/// Reads serde's "unknown field `x`, expected one of `a`, `b`" message.
-fn unknown_field(message: &str) -> Option<(String, Vec<String>)> {
-    let rest = message.split("unknown field `").nth(1)?;
-    let (key, rest) = rest.split_once('`')?;
-    let expected = rest
-        .split('`')
-        .skip(1)
-        .step_by(2)
-        .map(str::to_string)
-        .collect();
-    Some((key.to_string(), expected))
 }
 
 /// The 1-based position of a YAML location.
@@ -249,13 +256,5 @@ mod tests {
         assert_eq!(blocks[1].key, "upstream");
         assert_eq!(blocks[1].line, 5);
         assert!(blocks[1].padded_source.starts_with("\n\n\n\nupstream:"));
-    }
-
-    #[test]
-    fn reads_unknown_field_messages() {
-        let (key, expected) =
-            unknown_field("unknown field `lisen`, expected one of `listen`, `threads`").unwrap();
-        assert_eq!(key, "lisen");
-        assert_eq!(expected, vec!["listen", "threads"]);
     }
 }

@@ -11,12 +11,25 @@ use serde_saphyr::Spanned;
 #[derive(Debug, Default)]
 pub struct RawPolicy {
     pub include: Vec<Spanned<String>>,
-    pub server: Option<ServerBlock>,
-    pub tls: Option<TlsBlock>,
-    pub limits: Option<LimitsBlock>,
-    pub client_ip: Option<ClientIpBlock>,
-    pub upstream: Option<UpstreamBlock>,
-    pub ip_filter: Option<IpFilterBlock>,
+    pub server: Option<Block<ServerBlock>>,
+    pub tls: Option<Block<TlsBlock>>,
+    pub limits: Option<Block<LimitsBlock>>,
+    pub client_ip: Option<Block<ClientIpBlock>>,
+    pub upstream: Option<Block<UpstreamBlock>>,
+    /// One per file that has an `ip_filter` block; the lists add up.
+    pub ip_filter: Vec<Block<IpFilterBlock>>,
+    /// Blocks written in any file, even those that failed to parse, so that a
+    /// broken block is not also reported as missing.
+    pub seen: Vec<String>,
+    /// A file could not be read or parsed at all.
+    pub unreadable: bool,
+}
+
+/// A block and the file it was written in (for diagnostics).
+#[derive(Debug)]
+pub struct Block<T> {
+    pub file: std::path::PathBuf,
+    pub value: T,
 }
 
 /// The top-level keys a policy may have, in documentation order.

@@ -107,7 +107,7 @@ mod tests {
 
     #[test]
     fn keeps_websocket_upgrade() {
-        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        let h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
         assert!(is_upgrade(&h));
         assert!(hop_by_hop(&h, true).is_empty());
     }

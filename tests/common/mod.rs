@@ -1,0 +1,453 @@
+//! Test harness: a scriptable origin server and the real `rempart` binary,
+//! both on ephemeral loopback ports, cleaned up on drop.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// An origin that echoes what it receives as JSON.
+///
+/// - `/healthz`: 200 `ok`
+/// - `/slow?ms=N`: waits N ms, then echoes
+/// - `/status/NNN`: answers that status
+/// - anything else: 200 with `{"origin", "method", "path", "headers", "body"}`
+pub struct TestOrigin {
+    pub addr: SocketAddr,
+    pub name: String,
+    hits: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl TestOrigin {
+    pub async fn start(name: &str) -> TestOrigin {
+        Self::start_on(name, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    pub async fn start_on(name: &str, addr: SocketAddr) -> TestOrigin {
+        let listener = TcpListener::bind(addr).await.expect("bind origin");
+        let addr = listener.local_addr().expect("origin addr");
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (name_owned, hits_task) = (name.to_string(), hits.clone());
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                let (name, hits) = (name_owned.clone(), hits_task.clone());
+                conns.spawn(serve_connection(stream, name, hits));
+            }
+        });
+        TestOrigin {
+            addr,
+            name: name.to_string(),
+            hits,
+            task,
+        }
+    }
+
+    /// Requests answered so far (health checks excluded).
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Stops listening and drops every open connection.
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for TestOrigin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve_connection(mut stream: TcpStream, name: String, hits: Arc<AtomicUsize>) {
+    let mut buf = Vec::new();
+    loop {
+        let Some((method, path, headers, body)) = read_request(&mut stream, &mut buf).await else {
+            return;
+        };
+        let (status, payload) = if path == "/healthz" {
+            (200, "ok".to_string())
+        } else {
+            hits.fetch_add(1, Ordering::SeqCst);
+            if let Some(ms) = path
+                .strip_prefix("/slow?ms=")
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            let status = path
+                .strip_prefix("/status/")
+                .and_then(|s| s.parse::<u16>().ok())
+                .unwrap_or(200);
+            let echo = serde_json::json!({
+                "origin": name,
+                "method": method,
+                "path": path,
+                "headers": headers,
+                "body": String::from_utf8_lossy(&body),
+            });
+            (status, echo.to_string())
+        };
+        let response = format!(
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-origin: {name}\r\nkeep-alive: timeout=5\r\n\r\n{payload}",
+            payload.len()
+        );
+        if stream.write_all(response.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+type Parsed = (String, String, BTreeMap<String, String>, Vec<u8>);
+
+/// Reads one HTTP/1.1 request (content-length or chunked body).
+async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Parsed> {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 128];
+        let mut req = httparse::Request::new(&mut headers);
+        if let Ok(httparse::Status::Complete(head_len)) = req.parse(buf) {
+            let method = req.method?.to_string();
+            let path = req.path?.to_string();
+            let mut map = BTreeMap::new();
+            for h in req.headers.iter() {
+                let v = String::from_utf8_lossy(h.value).into_owned();
+                map.entry(h.name.to_ascii_lowercase())
+                    .and_modify(|old: &mut String| {
+                        old.push_str(", ");
+                        old.push_str(&v)
+                    })
+                    .or_insert(v);
+            }
+            buf.drain(..head_len);
+            let body = if let Some(len) = map
+                .get("content-length")
+                .and_then(|v| v.parse::<usize>().ok())
+            {
+                while buf.len() < len {
+                    read_more(stream, buf).await?;
+                }
+                buf.drain(..len).collect()
+            } else if map
+                .get("transfer-encoding")
+                .is_some_and(|v| v.contains("chunked"))
+            {
+                read_chunked(stream, buf).await?
+            } else {
+                Vec::new()
+            };
+            return Some((method, path, map, body));
+        }
+        read_more(stream, buf).await?;
+    }
+}
+
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
+    let mut chunk = [0u8; 16384];
+    let n = stream.read(&mut chunk).await.ok()?;
+    if n == 0 {
+        return None;
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Some(())
+}
+
+async fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = loop {
+            if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+                break i;
+            }
+            read_more(stream, buf).await?;
+        };
+        let size_text = String::from_utf8_lossy(&buf[..line_end]).to_string();
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        buf.drain(..line_end + 2);
+        while buf.len() < size + 2 {
+            read_more(stream, buf).await?;
+        }
+        body.extend(buf.drain(..size));
+        buf.drain(..2);
+        if size == 0 {
+            return Some(body);
+        }
+    }
+}
+
+/// The real `rempart run`, as a child process.
+pub struct Rempart {
+    pub child: Child,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub policy: PathBuf,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_rempart")
+}
+
+/// A policy with the given listeners and origins, plus extra YAML blocks.
+pub fn policy(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    origins: &[SocketAddr],
+    extra: &str,
+) -> String {
+    let servers = origins
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let upstream = if extra.contains("\nupstream:") || extra.starts_with("upstream:") {
+        String::new()
+    } else {
+        format!(
+            "upstream:\n  servers: [{servers}]\n  health_check:\n    path: /healthz\n    interval: 200ms\n    timeout: 500ms\n    healthy_threshold: 1\n    unhealthy_threshold: 1\n"
+        )
+    };
+    format!(
+        "server:\n  listen: [\"{listen}\"]\n  admin_listen: \"{admin}\"\n  threads: 2\n  grace_period: 1s\n  shutdown_timeout: 5s\n{upstream}{extra}"
+    )
+}
+
+impl Rempart {
+    /// Starts `rempart run` with this policy text and waits until its admin API answers.
+    pub async fn start(policy_text: &str, listen: SocketAddr, admin: SocketAddr) -> Rempart {
+        Self::start_with(policy_text, listen, admin, &[], &[]).await
+    }
+
+    pub async fn start_with(
+        policy_text: &str,
+        listen: SocketAddr,
+        admin: SocketAddr,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Rempart {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let policy = dir.path().join("policy.yaml");
+        std::fs::write(&policy, policy_text).expect("write policy");
+        let child = spawn(&policy, dir.path(), args, env);
+        let mut r = Rempart {
+            child,
+            listen,
+            admin,
+            dir,
+            policy,
+        };
+        r.wait_ready().await;
+        r
+    }
+
+    /// Like `start` but in an existing folder (certificates next to the policy).
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        policy_text: &str,
+        listen: SocketAddr,
+        admin: SocketAddr,
+    ) -> Rempart {
+        let policy = dir.path().join("policy.yaml");
+        std::fs::write(&policy, policy_text).expect("write policy");
+        let child = spawn(&policy, dir.path(), &[], &[]);
+        let mut r = Rempart {
+            child,
+            listen,
+            admin,
+            dir,
+            policy,
+        };
+        r.wait_ready().await;
+        r
+    }
+
+    /// Starts with the policy already in `dir` and extra command-line flags.
+    pub async fn start_in_with_args(
+        dir: tempfile::TempDir,
+        args: &[&str],
+        listen: SocketAddr,
+        admin: SocketAddr,
+    ) -> Rempart {
+        let policy = dir.path().join("policy.yaml");
+        let child = spawn(&policy, dir.path(), args, &[]);
+        let mut r = Rempart {
+            child,
+            listen,
+            admin,
+            dir,
+            policy,
+        };
+        r.wait_ready().await;
+        r
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let url = format!("http://{}/health", self.admin);
+        let client = client();
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("rempart exited early with {status}:\n{}", self.log());
+            }
+            if let Ok(r) = client.get(&url).send().await {
+                if r.status() == 200 && TcpStream::connect(self.listen).await.is_ok() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("rempart did not become ready:\n{}", self.log());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.listen)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// Everything the process has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("rempart.log")).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Replaces the policy file (for reload tests).
+    pub fn write_policy(&self, text: &str) {
+        std::fs::write(&self.policy, text).expect("write policy");
+    }
+
+    /// Waits for the process to exit by itself, at most `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+fn spawn(policy: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Child {
+    let log = std::fs::File::create(dir.join("rempart.log")).expect("log file");
+    let err = log.try_clone().expect("log clone");
+    let mut cmd = Command::new(binary());
+    cmd.arg("run").arg("--config").arg(policy).args(args);
+    cmd.env_remove("REMPART_ADMIN_TOKEN");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdout(Stdio::from(log))
+        .stderr(Stdio::from(err))
+        .spawn()
+        .expect("spawn rempart")
+}
+
+impl Drop for Rempart {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP client that never uses a proxy and never hangs.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// A client whose connections come from another loopback address (127.0.0.N).
+pub fn client_from(ip: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .local_address(std::net::IpAddr::from(ip))
+        .build()
+        .expect("client")
+}
+
+/// Sends raw bytes and returns whatever comes back before the server closes
+/// or `limit` passes.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], limit: Duration) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(bytes).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(limit, async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    out.extend_from_slice(&chunk[..n]);
+                    if out.windows(4).any(|w| w == b"\r\n\r\n") && out.len() > 12 {
+                        // A head has arrived; give the body a moment, then stop.
+                        let _ = tokio::time::timeout(
+                            Duration::from_millis(200),
+                            stream.read(&mut chunk),
+                        )
+                        .await
+                        .map(|r| {
+                            if let Ok(n) = r {
+                                out.extend_from_slice(&chunk[..n])
+                            }
+                        });
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Polls `check` until it holds or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}

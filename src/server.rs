@@ -181,9 +181,10 @@ pub fn run(store: PolicyStore, extras: Extras) -> Result<(), StartError> {
 }
 
 fn server_conf(snapshot: &Snapshot) -> ServerConf {
-    let mut conf = ServerConf::default();
-    conf.threads = snapshot.server.threads;
-    conf.grace_period_seconds = Some(snapshot.server.grace_period.as_secs());
-    conf.graceful_shutdown_timeout_seconds = Some(snapshot.server.shutdown_timeout.as_secs());
-    conf
+    ServerConf {
+        threads: snapshot.server.threads,
+        grace_period_seconds: Some(snapshot.server.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(snapshot.server.shutdown_timeout.as_secs()),
+        ..ServerConf::default()
+    }
 }

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
 //! Policies: `rempart check` points at every problem; reloads apply good
 //! policies and refuse bad ones without disturbing traffic.
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
 //! The proxy forwards requests faithfully and answers bad ones cleanly.
 
 mod common;

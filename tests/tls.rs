@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
 //! HTTPS: certificates by SNI, HTTP/2 through ALPN, redirect and HSTS.
 
 mod common;

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
 //! Several origin servers: load spread, health checks, failover and retries.
 
 mod common;

@@ -80,7 +80,10 @@ const BUILTIN_DEMO_POLICY: &str = include_str!("../policies/demo.yaml");
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Check { config } => match rempart::config::load(&config, &Overrides::default()) {
-            Ok(_) => {
+            Ok(snapshot) => {
+                for w in &snapshot.warnings {
+                    eprintln!("{w}");
+                }
                 println!("{}: policy OK", config.display());
                 ExitCode::SUCCESS
             }

@@ -6,7 +6,7 @@ use crate::config::store::{PolicyStore, ReloadOutcome};
 use crate::config::Snapshot;
 use crate::demo::ShopApp;
 use crate::pipeline::Proxy;
-use crate::tls::{CertTable, SniResolver};
+use crate::tls::SniResolver;
 use crate::upstream::health::HealthChecker;
 use crate::upstream::UpstreamPool;
 use async_trait::async_trait;
@@ -25,6 +25,8 @@ pub enum StartError {
     AdminTokenRequired(SocketAddr),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error("{0}")]
+    Policy(String),
 }
 
 /// Reloads the policy, and the certificates with it.
@@ -34,19 +36,28 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// Re-reads policy and certificates; applies both or neither.
+    /// Re-reads the policy; its certificates come with it (loaded and checked
+    /// while compiling), so both are applied or neither.
     pub fn reload(&self) -> ReloadOutcome {
-        let Some(resolver) = &self.certs else {
-            return self.store.reload();
-        };
-        self.store.reload_with(|snapshot| match &snapshot.tls {
-            Some(tls) => {
-                let table = CertTable::load(&tls.certs_dir).map_err(|e| e.to_string())?;
-                resolver.replace(table);
-                Ok(())
+        let outcome = self.store.reload_checked(|snapshot| {
+            let tls = snapshot.tls.as_ref().filter(|t| !t.listen.is_empty());
+            match (&self.certs, tls) {
+                (Some(_), Some(t)) if t.certs.is_none() => Err(snapshot.warnings.clone()),
+                _ => Ok(()),
             }
-            None => Ok(()),
-        })
+        });
+        if let (ReloadOutcome::Applied { .. }, Some(resolver)) = (&outcome, &self.certs) {
+            if let Some(table) = self
+                .store
+                .current()
+                .tls
+                .as_ref()
+                .and_then(|t| t.certs.clone())
+            {
+                resolver.replace(table);
+            }
+        }
+        outcome
     }
 }
 
@@ -91,16 +102,37 @@ pub fn run(store: PolicyStore, extras: Extras) -> Result<(), StartError> {
     if !snapshot.server.admin_listen.ip().is_loopback() && token.is_none() {
         return Err(StartError::AdminTokenRequired(snapshot.server.admin_listen));
     }
+    if let Some(tls) = snapshot
+        .tls
+        .as_ref()
+        .filter(|t| !t.listen.is_empty() && t.certs.is_none())
+    {
+        let why = snapshot
+            .warnings
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        return Err(StartError::Policy(format!(
+            "no usable certificate in {}:\n{why}",
+            tls.certs_dir.display()
+        )));
+    }
     crate::metrics::init();
     let pool = Arc::new(UpstreamPool::new());
-    let certs = match &snapshot.tls {
-        Some(tls) if !tls.listen.is_empty() => {
-            let table = CertTable::load(&tls.certs_dir)?;
+    let certs = match snapshot.tls.as_ref().and_then(|t| t.certs.clone()) {
+        Some(table) => {
             tracing::info!(names = ?table.names(), "TLS certificates loaded");
             Some(Arc::new(SniResolver::new(table)))
         }
-        _ => None,
+        None => None,
     };
+    // Redirects go to an HTTPS listener this process really has.
+    let https_port = certs
+        .as_ref()
+        .and(snapshot.tls.as_ref())
+        .and_then(|t| t.listen.first())
+        .map(|a| a.port());
     let reloader = Arc::new(Reloader {
         store: store.clone(),
         certs: certs.clone(),
@@ -116,6 +148,7 @@ pub fn run(store: PolicyStore, extras: Extras) -> Result<(), StartError> {
         Proxy {
             policy: store.clone(),
             pool: pool.clone(),
+            https_port,
         },
         "rempart proxy",
     );
@@ -183,8 +216,13 @@ pub fn run(store: PolicyStore, extras: Extras) -> Result<(), StartError> {
 fn server_conf(snapshot: &Snapshot) -> ServerConf {
     ServerConf {
         threads: snapshot.server.threads,
-        grace_period_seconds: Some(snapshot.server.grace_period.as_secs()),
-        graceful_shutdown_timeout_seconds: Some(snapshot.server.shutdown_timeout.as_secs()),
+        // pingora counts whole seconds; round up so `500ms` is not 0.
+        grace_period_seconds: Some(whole_seconds(snapshot.server.grace_period)),
+        graceful_shutdown_timeout_seconds: Some(whole_seconds(snapshot.server.shutdown_timeout)),
         ..ServerConf::default()
     }
+}
+
+fn whole_seconds(d: std::time::Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }

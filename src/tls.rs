@@ -95,15 +95,15 @@ pub struct SniResolver {
 }
 
 impl SniResolver {
-    pub fn new(table: CertTable) -> Self {
+    pub fn new(table: Arc<CertTable>) -> Self {
         SniResolver {
-            table: ArcSwap::from_pointee(table),
+            table: ArcSwap::new(table),
         }
     }
 
     /// Replaces the certificates; handshakes in progress keep the old ones.
-    pub fn replace(&self, table: CertTable) {
-        self.table.store(Arc::new(table));
+    pub fn replace(&self, table: Arc<CertTable>) {
+        self.table.store(table);
     }
 }
 

@@ -189,6 +189,14 @@ async fn the_client_ip_comes_from_trusted_proxies_only() {
         seen["headers"]["x-forwarded-for"],
         "198.51.100.4, 127.0.0.1"
     );
+    // A CDN that terminated TLS says so; the origin is told the same.
+    let resp = client()
+        .get(proxy.url("/"))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echo(resp).await["headers"]["x-forwarded-proto"], "https");
     // From an untrusted peer (127.0.0.5), the same header is ignored.
     let resp = client_from([127, 0, 0, 5])
         .get(proxy.url("/"))
@@ -198,6 +206,13 @@ async fn the_client_ip_comes_from_trusted_proxies_only() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(echo(resp).await["headers"]["x-forwarded-for"], "127.0.0.5");
+    let resp = client_from([127, 0, 0, 5])
+        .get(proxy.url("/"))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echo(resp).await["headers"]["x-forwarded-proto"], "http");
 }
 
 #[tokio::test(flavor = "multi_thread")]

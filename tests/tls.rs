@@ -108,7 +108,7 @@ async fn setup() -> TlsSetup {
     }
     let (listen, admin, https) = (free_addr(), free_addr(), free_addr());
     let extra = format!(
-        "tls:\n  listen: [\"{https}\"]\n  certs_dir: certs\n  redirect_http: true\n  http2: true\n  hsts:\n    max_age: 180d\n    include_subdomains: true\n"
+        "tls:\n  listen: [\"{https}\"]\n  certs_dir: certs\n  redirect_http: true\n  http2: true\n  hsts:\n    max_age: 180d\n    include_subdomains: true\nip_filter:\n  deny: [\"127.0.0.9\"]\n"
     );
     let proxy = Rempart::start_in(
         dir,
@@ -199,4 +199,64 @@ async fn plain_http_is_redirected_to_https_without_hsts() {
         format!("https://shop.test:{}/product/beanie/?a=1", t.https.port()).as_str()
     );
     assert!(r.headers().get("strict-transport-security").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rempart_own_pages_over_https_carry_hsts_too() {
+    let t = setup().await;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .danger_accept_invalid_certs(true)
+        .local_address(std::net::IpAddr::from([127, 0, 0, 9]))
+        .resolve("shop.test", t.https)
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!("https://shop.test:{}/", t.https.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        r.headers()["strict-transport-security"],
+        "max-age=15552000; includeSubDomains"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_certificate_folder_is_a_warning_for_check_and_an_error_for_run() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("certs")).unwrap();
+    let path = dir.path().join("p.yaml");
+    std::fs::write(
+        &path,
+        policy(
+            free_addr(),
+            free_addr(),
+            &[free_addr()],
+            "tls:\n  listen: [\"127.0.0.1:8443\"]\n  certs_dir: certs\n",
+        ),
+    )
+    .unwrap();
+    let out = Command::new(binary())
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the policy itself is valid: {out:?}");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("p.yaml:")
+            && text.contains("warning: the HTTPS listeners cannot start: no certificate found"),
+        "{text}"
+    );
+    let out = Command::new(binary())
+        .arg("run")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no usable certificate"));
 }

@@ -15,6 +15,7 @@ pub mod units;
 use crate::client_ip::ClientIpResolver;
 use crate::filter::FilterChain;
 use crate::ipfilter::{parse_net, IpFilter};
+use crate::tls::CertTable;
 pub use diag::{Diagnostic, Diagnostics, Pos};
 use http::HeaderName;
 use ipnet::IpNet;
@@ -22,6 +23,7 @@ pub use raw::{Balance, LogFormat};
 use serde_saphyr::Spanned;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Values given on the command line; they win over the file, so a shipped
@@ -45,6 +47,8 @@ pub struct Snapshot {
     pub upstream: UpstreamSettings,
     /// Request-phase filters, in order (IP lists first).
     pub request_filters: FilterChain,
+    /// Problems that do not stop `check` but may stop `run` (missing certificates).
+    pub warnings: Vec<Diagnostic>,
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +66,9 @@ pub struct ServerSettings {
 pub struct TlsSettings {
     pub listen: Vec<SocketAddr>,
     pub certs_dir: PathBuf,
+    /// The certificates of `certs_dir`, loaded with the policy so that `check`
+    /// and reloads refuse a folder that would not serve.
+    pub certs: Option<Arc<CertTable>>,
     pub redirect_http: bool,
     pub http2: bool,
     /// The ready-made `strict-transport-security` value, when HSTS is on.
@@ -128,6 +135,9 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Snapshot, Diagnostics>
 struct Checker<'a> {
     file: PathBuf,
     diags: &'a mut Diagnostics,
+    /// Problems that do not make the policy invalid, such as certificates not
+    /// installed yet on the machine where `check` runs.
+    warnings: Vec<Diagnostic>,
 }
 
 /// A block's value (or its default) and the file it came from.
@@ -204,6 +214,7 @@ fn compile(
     let mut c = Checker {
         file: file.to_path_buf(),
         diags,
+        warnings: Vec::new(),
     };
 
     // server
@@ -238,7 +249,7 @@ fn compile(
             Err(_) => c.cli_error("--admin-listen", format!("`{s}` is not IP:PORT")),
         }
     }
-    if listen.contains(&admin_listen) {
+    if listen.iter().any(|l| overlaps(l, &admin_listen)) {
         c.at(
             server.admin_listen.as_ref(),
             format!("the admin listener {admin_listen} is also a shop listener"),
@@ -275,12 +286,21 @@ fn compile(
         let base = c.file.parent().unwrap_or(Path::new(".")).to_path_buf();
         let listen: Vec<SocketAddr> = t.listen.iter().filter_map(|s| c.listen_addr(s)).collect();
         let certs_dir = t.certs_dir.as_ref().map_or_else(|| base.join("../certs"), |s| base.join(&s.value));
-        if let Some(dir) = &t.certs_dir {
-            if !listen.is_empty() && !base.join(&dir.value).is_dir() {
-                c.error(dir, format!("certificate folder `{}` not found", base.join(&dir.value).display()),
-                    Some("paths are relative to the policy file; `rempart cert --dev DOMAIN` creates a development certificate"));
+        let certs = if listen.is_empty() {
+            None
+        } else {
+            match CertTable::load(&certs_dir) {
+                Ok(table) => Some(Arc::new(table)),
+                Err(e) => {
+                    let at = t.certs_dir.as_ref().map_or_else(Pos::default, |s| parse::pos(&s.referenced));
+                    c.warnings.push(
+                        Diagnostic::new(&c.file, at, format!("warning: the HTTPS listeners cannot start: {e}"))
+                            .with_hint("`certs_dir` is relative to the policy file; `rempart cert --dev DOMAIN --dir FOLDER` creates a development certificate"),
+                    );
+                    None
+                }
             }
-        }
+        };
         let hsts = t.hsts.map(|h| {
             let mut v = format!("max-age={}", h.max_age.0.as_secs());
             if h.include_subdomains {
@@ -295,11 +315,11 @@ fn compile(
             c.at(t.certs_dir.as_ref(), "`tls.redirect_http` is on but `tls.listen` is empty",
                 Some("add an HTTPS listener, or the redirect would send clients nowhere"));
         }
-        TlsSettings { listen, certs_dir, redirect_http: t.redirect_http, http2: t.http2.unwrap_or(true), hsts }
+        TlsSettings { listen, certs_dir, certs, redirect_http: t.redirect_http, http2: t.http2.unwrap_or(true), hsts }
     });
     if let Some(t) = &tls {
         for a in &t.listen {
-            if server.listen.contains(a) || *a == server.admin_listen {
+            if server.listen.iter().any(|l| overlaps(l, a)) || overlaps(a, &server.admin_listen) {
                 c.at::<()>(
                     None,
                     format!("address {a} is used by two listeners"),
@@ -388,6 +408,7 @@ fn compile(
         client_ip,
         upstream,
         request_filters,
+        warnings: c.warnings,
     }
 }
 
@@ -504,6 +525,12 @@ fn compile_upstream(
         max_failures: passive.max_failures.unwrap_or(3).max(1),
         cooldown: passive.cooldown.map_or(Duration::from_secs(10), |d| d.0),
     }
+}
+
+/// Two listen addresses that cannot both be bound: same port, and the same IP
+/// or one of them the wildcard (`0.0.0.0`, `[::]`).
+fn overlaps(a: &SocketAddr, b: &SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 /// `host:port` to an address, resolving names once, at load time.

@@ -28,12 +28,13 @@ fn parse_with_includes(
     chain: &mut Vec<PathBuf>,
 ) -> RawPolicy {
     let mut policy = parse_file(path, diags);
-    chain.push(path.to_path_buf());
+    chain.push(path.canonicalize().unwrap_or_else(|_| path.to_path_buf()));
     let base = path.parent().unwrap_or(Path::new("."));
     for inc in std::mem::take(&mut policy.include) {
         let at = pos(&inc.referenced);
         let target = base.join(&inc.value);
-        if chain.iter().any(|p| p == &target) || chain.len() >= MAX_INCLUDE_DEPTH {
+        let canonical = target.canonicalize().unwrap_or_else(|_| target.clone());
+        if chain.contains(&canonical) || chain.len() >= MAX_INCLUDE_DEPTH {
             diags.push(
                 Diagnostic::new(path, at, format!("`{}` is included in a loop", inc.value))
                     .with_hint("a file must not include itself, directly or through others"),

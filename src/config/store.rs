@@ -78,30 +78,21 @@ impl PolicyStore {
 
     /// Reads the file again; applies it only if it compiles cleanly.
     pub fn reload(&self) -> ReloadOutcome {
-        self.reload_with(|_| Ok(()))
+        self.reload_checked(|_| Ok(()))
     }
 
-    /// Like [`Self::reload`], with a last step (`prepare`) that may still
-    /// refuse the new snapshot, e.g. when its certificates do not load.
-    pub fn reload_with(
+    /// Like [`Self::reload`], with a last check of the compiled snapshot
+    /// against what is running (e.g. HTTPS listeners need certificates).
+    pub fn reload_checked(
         &self,
-        prepare: impl FnOnce(&Snapshot) -> Result<(), String>,
+        fits: impl FnOnce(&Snapshot) -> Result<(), Vec<super::Diagnostic>>,
     ) -> ReloadOutcome {
         let mut state = match self.reloading.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let loaded = load(&self.path, &self.overrides).and_then(|snapshot| {
-            prepare(&snapshot).map(|()| snapshot).map_err(|why| {
-                let mut diags = Diagnostics::default();
-                diags.push(super::Diagnostic::new(
-                    &self.path,
-                    super::Pos::default(),
-                    why,
-                ));
-                diags
-            })
-        });
+        let loaded = load(&self.path, &self.overrides)
+            .and_then(|snapshot| fits(&snapshot).map(|()| snapshot).map_err(Diagnostics));
         match loaded {
             Ok(snapshot) => {
                 warn_about_restart_only_changes(&self.current(), &snapshot);
@@ -124,15 +115,19 @@ impl PolicyStore {
     }
 }
 
-/// Listeners and thread counts are fixed at start-up; say so when they change.
+/// Listeners, threads, shutdown timings, log format and HTTP/2 are fixed at
+/// start-up; say so when a reload changes them.
 fn warn_about_restart_only_changes(old: &Snapshot, new: &Snapshot) {
-    let old_tls = old.tls.as_ref().map(|t| &t.listen);
-    let new_tls = new.tls.as_ref().map(|t| &t.listen);
-    if old.server.listen != new.server.listen
-        || old.server.admin_listen != new.server.admin_listen
-        || old.server.threads != new.server.threads
-        || old_tls != new_tls
+    let tls = |s: &Snapshot| s.tls.as_ref().map(|t| (t.listen.clone(), t.http2));
+    let (o, n) = (&old.server, &new.server);
+    if o.listen != n.listen
+        || o.admin_listen != n.admin_listen
+        || o.threads != n.threads
+        || o.grace_period != n.grace_period
+        || o.shutdown_timeout != n.shutdown_timeout
+        || o.log_format != n.log_format
+        || tls(old) != tls(new)
     {
-        tracing::warn!("listen addresses and thread counts change only on restart; the new values are ignored until then");
+        tracing::warn!("listeners, threads, grace period, shutdown timeout, log format and TLS listeners change only on restart; the new values wait until then");
     }
 }

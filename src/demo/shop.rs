@@ -213,6 +213,7 @@ impl Shop {
         let params = parse_form(query);
         match path {
             "/healthz" => healthz(),
+            "/robots.txt" => robots(),
             "/" => self.home(req, &params),
             "/cart/" => match param(&params, "add-to-cart") {
                 Some(slug) => self.add_to_cart(req, slug, param(&params, "quantity")),
@@ -363,6 +364,12 @@ impl ShopResponse {
 
 fn healthz() -> ShopResponse {
     ShopResponse::new(200, "text/plain; charset=utf-8", "ok").header("cache-control", NO_STORE)
+}
+
+/// Like WordPress's virtual robots.txt: cheap, so the shop presets use it as
+/// their health check path.
+fn robots() -> ShopResponse {
+    ShopResponse::new(200, "text/plain; charset=utf-8", "User-agent: *\nDisallow: /wp-admin/\nDisallow: /cart/\nDisallow: /checkout/\nDisallow: /my-account/\n")
 }
 
 fn home_page() -> ShopResponse {
@@ -662,7 +669,7 @@ fn add_slash(path: &str, query: &str) -> ShopResponse {
 fn is_get_only(path: &str) -> bool {
     matches!(
         path,
-        "/" | "/healthz" | "/my-account/" | "/slow/" | STORE_CART_PATH
+        "/" | "/healthz" | "/robots.txt" | "/my-account/" | "/slow/" | STORE_CART_PATH
     ) || matches!(resolve_catalogue(path), Some((_, true)))
 }
 

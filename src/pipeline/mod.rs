@@ -33,6 +33,9 @@ use std::time::Instant;
 pub struct Proxy {
     pub policy: Arc<PolicyStore>,
     pub pool: Arc<UpstreamPool>,
+    /// Port of this process's first HTTPS listener, if it has one: the
+    /// HTTP→HTTPS redirect points there (a reload cannot add listeners).
+    pub https_port: Option<u16>,
 }
 
 impl Proxy {
@@ -47,7 +50,10 @@ impl Proxy {
         ctx.decision.by = by;
         ctx.decision.reason = Some(reply.reason);
         let json = reply::wants_json(&session.req_header().headers);
-        let (head, body) = reply::render(&reply, &ctx.request_id, json)?;
+        let (mut head, body) = reply::render(&reply, &ctx.request_id, json)?;
+        if let Some(hsts) = self.hsts(ctx) {
+            head.insert_header("strict-transport-security", hsts)?;
+        }
         let head_only = session.req_header().method == http::Method::HEAD;
         session
             .write_response_header(Box::new(head), head_only)
@@ -56,6 +62,14 @@ impl Proxy {
             session.write_response_body(Some(body), true).await?;
         }
         Ok(())
+    }
+
+    /// The HSTS value to send, when the client talks HTTPS and the policy asks for it.
+    fn hsts<'a>(&self, ctx: &'a RequestCtx) -> Option<&'a str> {
+        if !ctx.client.tls {
+            return None;
+        }
+        ctx.snapshot.as_ref()?.tls.as_ref()?.hsts.as_deref()
     }
 
     /// 308 to the same URL over HTTPS.

@@ -55,6 +55,7 @@ pub fn render(
 
 fn title(status: u16) -> &'static str {
     match status {
+        301 | 302 | 307 | 308 => "Moved",
         400 => "Bad request",
         403 => "Access denied",
         404 => "Not found",
@@ -77,12 +78,17 @@ fn html_page(reply: &Reply, request_id: &str) -> String {
 <title>{status} {title}</title>\
 <style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}}\
 h1{{font-size:1.4rem}}code{{background:#f3f3f3;padding:.1rem .3rem}}</style></head>\
-<body><h1>{title}</h1><p>{message}</p>\
-<p>If you think this is a mistake, contact the shop and quote this reference: <code>{id}</code></p>\
-</body></html>\n",
+<body><h1>{title}</h1><p>{message}</p>{footer}</body></html>\n",
         status = reply.status,
         message = escape(&reply.message),
-        id = escape(request_id),
+        footer = if reply.status >= 400 {
+            format!(
+                "<p>If you think this is a mistake, contact the shop and quote this reference: <code>{}</code></p>",
+                escape(request_id)
+            )
+        } else {
+            String::new()
+        },
     )
 }
 

@@ -151,14 +151,7 @@ async fn reload_applies_a_good_policy_and_refuses_a_bad_one_while_traffic_flows(
         200
     );
 
-    let metrics = client()
-        .get(proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = proxy.metrics().await;
     assert!(
         metrics.contains("rempart_config_reloads_total{result=\"failed\"} 1"),
         "{metrics}"
@@ -305,8 +298,10 @@ fn command_line_flags_override_the_file() {
         let listen_s = listen.to_string();
         let admin_s = admin.to_string();
         let up = origin.addr.to_string();
-        let proxy = Rempart::start_in_with_args(
+        let proxy = Rempart::launch(
             dir,
+            listen,
+            admin,
             &[
                 "--listen",
                 &listen_s,
@@ -315,8 +310,7 @@ fn command_line_flags_override_the_file() {
                 "--upstream",
                 &up,
             ],
-            listen,
-            admin,
+            &[],
         )
         .await;
         let r = client().get(proxy.url("/")).send().await.unwrap();

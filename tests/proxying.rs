@@ -336,14 +336,7 @@ async fn metrics_count_requests_by_status_class_and_decision() {
         .send()
         .await
         .unwrap();
-    let text = client()
-        .get(proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = proxy.metrics().await;
     assert!(
         text.contains("rempart_proxy_requests_total{decision=\"origin\",status_class=\"2xx\"} 3"),
         "{text}"

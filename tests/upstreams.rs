@@ -138,14 +138,7 @@ async fn with_every_origin_down_ready_is_503_and_clients_get_502() {
     assert!(unready);
     let r = client().get(proxy.url("/")).send().await.unwrap();
     assert_eq!(r.status(), 502);
-    let metrics = client()
-        .get(proxy.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = proxy.metrics().await;
     assert!(
         metrics.contains(&format!(
             "rempart_upstream_healthy{{upstream=\"{}\"}} 0",

@@ -239,6 +239,7 @@ impl Rempart {
         Self::start_with(policy_text, listen, admin, &[], &[]).await
     }
 
+    /// Like `start`, with extra command-line flags and environment variables.
     pub async fn start_with(
         policy_text: &str,
         listen: SocketAddr,
@@ -247,8 +248,30 @@ impl Rempart {
         env: &[(&str, &str)],
     ) -> Rempart {
         let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("policy.yaml"), policy_text).expect("write policy");
+        Self::launch(dir, listen, admin, args, env).await
+    }
+
+    /// Like `start` but in an existing folder (certificates next to the policy).
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        policy_text: &str,
+        listen: SocketAddr,
+        admin: SocketAddr,
+    ) -> Rempart {
+        std::fs::write(dir.path().join("policy.yaml"), policy_text).expect("write policy");
+        Self::launch(dir, listen, admin, &[], &[]).await
+    }
+
+    /// Runs `dir/policy.yaml` as it is, with extra command-line flags.
+    pub async fn launch(
+        dir: tempfile::TempDir,
+        listen: SocketAddr,
+        admin: SocketAddr,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Rempart {
         let policy = dir.path().join("policy.yaml");
-        std::fs::write(&policy, policy_text).expect("write policy");
         let child = spawn(&policy, dir.path(), args, env);
         let mut r = Rempart {
             child,
@@ -261,45 +284,16 @@ impl Rempart {
         r
     }
 
-    /// Like `start` but in an existing folder (certificates next to the policy).
-    pub async fn start_in(
-        dir: tempfile::TempDir,
-        policy_text: &str,
-        listen: SocketAddr,
-        admin: SocketAddr,
-    ) -> Rempart {
-        let policy = dir.path().join("policy.yaml");
-        std::fs::write(&policy, policy_text).expect("write policy");
-        let child = spawn(&policy, dir.path(), &[], &[]);
-        let mut r = Rempart {
-            child,
-            listen,
-            admin,
-            dir,
-            policy,
-        };
-        r.wait_ready().await;
-        r
-    }
-
-    /// Starts with the policy already in `dir` and extra command-line flags.
-    pub async fn start_in_with_args(
-        dir: tempfile::TempDir,
-        args: &[&str],
-        listen: SocketAddr,
-        admin: SocketAddr,
-    ) -> Rempart {
-        let policy = dir.path().join("policy.yaml");
-        let child = spawn(&policy, dir.path(), args, &[]);
-        let mut r = Rempart {
-            child,
-            listen,
-            admin,
-            dir,
-            policy,
-        };
-        r.wait_ready().await;
-        r
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
     }
 
     async fn wait_ready(&mut self) {

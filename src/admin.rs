@@ -7,10 +7,12 @@
 //! | `GET /ready` | 200 when at least one origin server is healthy, else 503; JSON per server |
 //! | `GET /metrics` | Prometheus text |
 //! | `POST /reload` | re-read the policy; refused (422) if it has problems |
+//! | `POST /cache/purge` | remove cached pages: `{"url"}`, `{"prefix"}`, `{"tag"}` or `{"all": true}` |
 //!
 //! Mutating endpoints need `Authorization: Bearer $REMPART_ADMIN_TOKEN` when a
 //! token is set; a token is required to bind a non-loopback address.
 
+use crate::cache::{CacheRules, Purge};
 use crate::config::store::ReloadOutcome;
 use crate::metrics;
 use crate::server::Reloader;
@@ -18,6 +20,7 @@ use crate::upstream::UpstreamPool;
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
+use pingora::http::RequestHeader;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
 use std::sync::Arc;
@@ -33,6 +36,10 @@ pub struct AdminApi {
 /// Why a request to the admin API was refused.
 #[derive(Debug, thiserror::Error)]
 enum AdminError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the page cache is off (no `cache` block at start-up)")]
+    CacheOff,
     #[error("not found")]
     NotFound,
     #[error("method not allowed; use {0}")]
@@ -44,6 +51,8 @@ enum AdminError {
 impl AdminError {
     fn status(&self) -> StatusCode {
         match self {
+            AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AdminError::CacheOff => StatusCode::CONFLICT,
             AdminError::NotFound => StatusCode::NOT_FOUND,
             AdminError::Method(_) => StatusCode::METHOD_NOT_ALLOWED,
             AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -107,7 +116,41 @@ impl AdminApi {
         }
     }
 
-    fn route(&self, session: &ServerSession) -> Result<Response<Vec<u8>>, AdminError> {
+    /// `POST /cache/purge` with one of `url`, `prefix`, `tag` or `all`.
+    fn purge(&self, body: &[u8]) -> Result<Response<Vec<u8>>, AdminError> {
+        let store = self.reloader.cache.ok_or(AdminError::CacheOff)?;
+        let snapshot = self.reloader.store.current();
+        let rules = snapshot
+            .cache
+            .as_ref()
+            .map(|c| c.rules.clone())
+            .ok_or(AdminError::CacheOff)?;
+        let request: PurgeRequest = serde_json::from_slice(body).map_err(|e| {
+            AdminError::BadRequest(format!(
+                "body must be JSON such as {{\"url\": \"https://shop.example/product/x/\"}}: {e}"
+            ))
+        })?;
+        let purge = match (request.url, request.prefix, request.tag, request.all) {
+            (Some(url), None, None, None) => Purge::Url(normalise_url(&url, &rules)?),
+            (None, Some(prefix), None, None) => {
+                Purge::Prefix(strip_scheme(&prefix)?.to_ascii_lowercase())
+            }
+            (None, None, Some(tag), None) if !tag.trim().is_empty() => {
+                Purge::Tag(tag.trim().to_string())
+            }
+            (None, None, None, Some(true)) => Purge::All,
+            _ => {
+                return Err(AdminError::BadRequest(
+                    "give exactly one of `url`, `prefix`, `tag` (non-empty) or `all: true`".into(),
+                ))
+            }
+        };
+        let purged = store.purge(&purge);
+        tracing::info!(?purge, purged, "cache purge");
+        Ok(json_response(StatusCode::OK, &json!({ "purged": purged })))
+    }
+
+    fn route(&self, session: &ServerSession, body: &[u8]) -> Result<Response<Vec<u8>>, AdminError> {
         let req = session.req_header();
         let (method, path) = (&req.method, req.uri.path());
         let get = |m: &Method| m == Method::GET || m == Method::HEAD;
@@ -119,11 +162,18 @@ impl AdminApi {
                 let (status, body) = self.ready();
                 Ok(json_response(status, &body))
             }
-            "/metrics" if get(method) => Ok(response(
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                metrics::render(),
-            )),
+            "/metrics" if get(method) => {
+                if let Some(store) = self.reloader.cache {
+                    let (entries, bytes) = store.usage();
+                    metrics::CACHE_ENTRIES.set(i64::try_from(entries).unwrap_or(i64::MAX));
+                    metrics::CACHE_BYTES.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+                }
+                Ok(response(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4",
+                    metrics::render(),
+                ))
+            }
             "/reload" if method == Method::POST => {
                 if !self.authorized(session) {
                     return Err(AdminError::Unauthorized);
@@ -131,8 +181,14 @@ impl AdminApi {
                 let (status, body) = self.reload();
                 Ok(json_response(status, &body))
             }
+            "/cache/purge" if method == Method::POST => {
+                if !self.authorized(session) {
+                    return Err(AdminError::Unauthorized);
+                }
+                self.purge(body)
+            }
             "/health" | "/ready" | "/metrics" => Err(AdminError::Method("GET")),
-            "/reload" => Err(AdminError::Method("POST")),
+            "/reload" | "/cache/purge" => Err(AdminError::Method("POST")),
             _ => Err(AdminError::NotFound),
         }
     }
@@ -141,7 +197,11 @@ impl AdminApi {
 #[async_trait]
 impl ServeHttp for AdminApi {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        self.route(session).unwrap_or_else(|e| {
+        let body = match read_body(session).await {
+            Ok(body) => body,
+            Err(e) => return json_response(e.status(), &json!({ "error": e.to_string() })),
+        };
+        self.route(session, &body).unwrap_or_else(|e| {
             let mut r = json_response(e.status(), &json!({ "error": e.to_string() }));
             if matches!(e, AdminError::Unauthorized) {
                 r.headers_mut().insert(
@@ -152,6 +212,65 @@ impl ServeHttp for AdminApi {
             r
         })
     }
+}
+
+/// Admin request bodies are small JSON documents.
+const MAX_ADMIN_BODY: usize = 64 << 10;
+
+async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, AdminError> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_ADMIN_BODY {
+                    return Err(AdminError::BadRequest("request body over 64KiB".into()));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => {
+                return Err(AdminError::BadRequest(format!(
+                    "unreadable request body: {e}"
+                )))
+            }
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeRequest {
+    url: Option<String>,
+    prefix: Option<String>,
+    tag: Option<String>,
+    all: Option<bool>,
+}
+
+/// `https://Shop.example/p/?b=2&a=1&utm_x=y` -> `shop.example/p/?a=1&b=2`, as the cache keys it.
+fn normalise_url(url: &str, rules: &CacheRules) -> Result<String, AdminError> {
+    let rest = strip_scheme(url)?;
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let bad = |e: String| AdminError::BadRequest(format!("`{url}` is not a URL: {e}"));
+    let mut req =
+        RequestHeader::build("GET", path.as_bytes(), None).map_err(|e| bad(e.to_string()))?;
+    req.insert_header(http::header::HOST, host)
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(rules.key(&req).url)
+}
+
+/// `https://shop.example/x` -> `shop.example/x`; a URL without a host is refused.
+fn strip_scheme(url: &str) -> Result<&str, AdminError> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .unwrap_or(url);
+    if rest.is_empty() || rest.starts_with('/') || rest.chars().any(char::is_whitespace) {
+        return Err(AdminError::BadRequest(format!(
+            "`{url}` needs a host, e.g. `https://shop.example/product/x/`"
+        )));
+    }
+    Ok(rest)
 }
 
 fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Vec<u8>> {

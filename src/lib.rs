@@ -4,6 +4,7 @@
 //! tests and benchmarks use them too.
 
 pub mod admin;
+pub mod cache;
 pub mod client_ip;
 pub mod config;
 pub mod demo;

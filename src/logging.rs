@@ -5,9 +5,14 @@
 use crate::config::LogFormat;
 use tracing_subscriber::EnvFilter;
 
+/// `info`, without pingora-cache's one-off note about header-compression
+/// dictionaries (Rempart stores headers uncompressed on purpose).
+const DEFAULT_FILTER: &str = "info,pingora_cache::meta=error";
+
 /// Installs the global subscriber; pingora's own `log` records are included.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stdout);

@@ -85,6 +85,47 @@ pub static RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     ))
 });
 
+/// Cache lookups by outcome: `hit`, `miss`, `stale`, `expired`, `revalidated`.
+pub static CACHE_LOOKUPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(register_int_counter_vec!(
+        "rempart_cache_lookups_total",
+        "Cache lookups by outcome",
+        &["outcome"]
+    ))
+});
+
+/// Requests or responses that did not use the cache, by reason.
+pub static CACHE_BYPASS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(register_int_counter_vec!(
+        "rempart_cache_bypass_total",
+        "Requests served without the cache, by reason",
+        &["reason"]
+    ))
+});
+
+/// Entries pushed out because the store was full.
+pub static CACHE_EVICTIONS: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    must(prometheus::register_int_counter!(
+        "rempart_cache_evictions_total",
+        "Entries evicted to stay within cache.max_size"
+    ))
+});
+
+/// Entries and bytes in the store, refreshed at each scrape.
+pub static CACHE_ENTRIES: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    must(prometheus::register_int_gauge!(
+        "rempart_cache_entries",
+        "Entries in the page cache"
+    ))
+});
+
+pub static CACHE_BYTES: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    must(prometheus::register_int_gauge!(
+        "rempart_cache_bytes",
+        "Bytes held by the page cache"
+    ))
+});
+
 /// Creates every metric so that `/metrics` lists them from the start.
 pub fn init() {
     LazyLock::force(&REQUESTS);
@@ -93,6 +134,11 @@ pub fn init() {
     LazyLock::force(&UPSTREAM_HEALTHY);
     LazyLock::force(&UPSTREAM_FAILURES);
     LazyLock::force(&UPSTREAM_RETRIES);
+    LazyLock::force(&CACHE_LOOKUPS);
+    LazyLock::force(&CACHE_BYPASS);
+    LazyLock::force(&CACHE_EVICTIONS);
+    LazyLock::force(&CACHE_ENTRIES);
+    LazyLock::force(&CACHE_BYTES);
     RELOADS.with_label_values(&["ok"]);
     RELOADS.with_label_values(&["failed"]);
 }

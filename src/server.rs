@@ -2,14 +2,16 @@
 //! API on its own, the health checker and the reload signal, as pingora services.
 
 use crate::admin::AdminApi;
+use crate::cache::PageStore;
 use crate::config::store::{PolicyStore, ReloadOutcome};
 use crate::config::Snapshot;
 use crate::demo::ShopApp;
-use crate::pipeline::Proxy;
+use crate::pipeline::{CacheStore, Proxy};
 use crate::tls::SniResolver;
 use crate::upstream::health::HealthChecker;
 use crate::upstream::UpstreamPool;
 use async_trait::async_trait;
+use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
@@ -33,6 +35,8 @@ pub enum StartError {
 pub struct Reloader {
     pub store: Arc<PolicyStore>,
     certs: Option<Arc<SniResolver>>,
+    /// The page store, when the cache was on at start-up (purges, tag header).
+    pub cache: Option<&'static PageStore>,
 }
 
 impl Reloader {
@@ -133,9 +137,18 @@ pub fn run(store: PolicyStore, extras: Extras) -> Result<(), StartError> {
         .and(snapshot.tls.as_ref())
         .and_then(|t| t.listen.first())
         .map(|a| a.port());
+    // The page store lives as long as the process: reloads change rules, not the store.
+    let cache = snapshot.cache.as_ref().map(|c| {
+        let store: &'static PageStore =
+            Box::leak(Box::new(PageStore::new(c.max_size, c.max_object_size)));
+        store.set_tag_header(c.rules.tag_header.clone());
+        let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(c.rules.lock_timeout));
+        CacheStore { store, lock }
+    });
     let reloader = Arc::new(Reloader {
         store: store.clone(),
         certs: certs.clone(),
+        cache: cache.map(|c| c.store),
     });
 
     let conf = server_conf(&snapshot);
@@ -149,6 +162,7 @@ pub fn run(store: PolicyStore, extras: Extras) -> Result<(), StartError> {
             policy: store.clone(),
             pool: pool.clone(),
             https_port,
+            cache,
         },
         "rempart proxy",
     );

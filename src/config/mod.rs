@@ -12,6 +12,7 @@ pub mod raw;
 pub mod store;
 pub mod units;
 
+use crate::cache::rules::{self as cache_rules, CacheRules, NamePattern, PathMatch};
 use crate::client_ip::ClientIpResolver;
 use crate::filter::FilterChain;
 use crate::ipfilter::{parse_net, IpFilter};
@@ -45,6 +46,8 @@ pub struct Snapshot {
     pub limits: Limits,
     pub client_ip: ClientIpResolver,
     pub upstream: UpstreamSettings,
+    /// The page cache, when the policy turns it on.
+    pub cache: Option<CacheSettings>,
     /// Request-phase filters, in order (IP lists first).
     pub request_filters: FilterChain,
     /// Problems that do not stop `check` but may stop `run` (missing certificates).
@@ -73,6 +76,14 @@ pub struct TlsSettings {
     pub http2: bool,
     /// The ready-made `strict-transport-security` value, when HSTS is on.
     pub hsts: Option<String>,
+}
+
+/// The page cache: its rules (reloadable) and its size (fixed at start-up).
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    pub rules: Arc<CacheRules>,
+    pub max_size: u64,
+    pub max_object_size: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -387,6 +398,12 @@ fn compile(
         overrides,
     );
 
+    // cache
+    let cache = raw.cache.and_then(|block| {
+        c.file = block.file;
+        compile_cache(&mut c, block.value)
+    });
+
     // request filters, in pipeline order
     let mut request_filters = FilterChain::default();
     let (mut allow, mut deny) = (Vec::new(), Vec::new());
@@ -407,6 +424,7 @@ fn compile(
         limits,
         client_ip,
         upstream,
+        cache,
         request_filters,
         warnings: c.warnings,
     }
@@ -525,6 +543,168 @@ fn compile_upstream(
         max_failures: passive.max_failures.unwrap_or(3).max(1),
         cooldown: passive.cooldown.map_or(Duration::from_secs(10), |d| d.0),
     }
+}
+
+/// The `cache` block: `None` when absent or `enabled: false`.
+fn compile_cache(c: &mut Checker<'_>, b: raw::CacheBlock) -> Option<CacheSettings> {
+    if b.enabled == Some(false) {
+        return None;
+    }
+    let names = |c: &mut Checker<'_>,
+                 list: &Option<Vec<Spanned<String>>>,
+                 defaults: &[&str]|
+     -> Vec<NamePattern> {
+        match list {
+            Some(list) => list
+                .iter()
+                .filter_map(|s| match NamePattern::parse(&s.value) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        c.error(
+                            s,
+                            e,
+                            Some("a name, with `*` for any characters: `wordpress_logged_in_*`"),
+                        );
+                        None
+                    }
+                })
+                .collect(),
+            None => defaults
+                .iter()
+                .filter_map(|d| NamePattern::parse(d).ok())
+                .collect(),
+        }
+    };
+    let paths = |c: &mut Checker<'_>, list: &[Spanned<String>]| -> Vec<PathMatch> {
+        list.iter()
+            .filter_map(|s| match PathMatch::parse(&s.value) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    c.error(
+                        s,
+                        e,
+                        Some("a prefix such as `/cart` or a regex such as `~^/admin[0-9a-z]*/`"),
+                    );
+                    None
+                }
+            })
+            .collect()
+    };
+    let bypass_paths = match &b.bypass.paths {
+        Some(list) => paths(c, list),
+        None => cache_rules::DEFAULT_BYPASS_PATHS
+            .iter()
+            .filter_map(|p| PathMatch::parse(p).ok())
+            .collect(),
+    };
+    let mut ttl_overrides = Vec::new();
+    for o in &b.ttl_overrides {
+        if let Some(m) = paths(c, std::slice::from_ref(&o.path)).pop() {
+            ttl_overrides.push((m, o.ttl.0));
+        }
+    }
+    let statuses: Vec<u16> = match &b.statuses {
+        Some(list) => list
+            .iter()
+            .filter_map(|s| {
+                if (200..600).contains(&s.value) {
+                    Some(s.value)
+                } else {
+                    c.error(
+                        s,
+                        format!("`{}` is not a cacheable HTTP status", s.value),
+                        Some("e.g. 200, 301, 404"),
+                    );
+                    None
+                }
+            })
+            .collect(),
+        None => vec![200, 301, 404],
+    };
+    let mut status_ttl: std::collections::BTreeMap<u16, Duration> =
+        b.status_ttl.iter().map(|(k, v)| (*k, v.0)).collect();
+    if b.statuses.is_none() {
+        status_ttl.entry(404).or_insert(Duration::from_secs(60));
+    }
+    let header = |c: &mut Checker<'_>, s: &Spanned<String>| match HeaderName::try_from(
+        s.value.to_ascii_lowercase(),
+    ) {
+        Ok(h) => Some(h),
+        Err(_) => {
+            c.error(s, format!("`{}` is not a header name", s.value), None);
+            None
+        }
+    };
+    let vary_allow = b.vary_allow.iter().filter_map(|s| header(c, s)).collect();
+    let tag_header = b
+        .tag_header
+        .as_ref()
+        .and_then(|s| header(c, s))
+        .unwrap_or(HeaderName::from_static("x-cache-tags"));
+    let compression_level = match &b.compression_level {
+        Some(l) if l.value > 11 => {
+            c.error(
+                l,
+                "`cache.compression_level` must be between 0 (off) and 11",
+                Some("5 is a good balance for HTML"),
+            );
+            5
+        }
+        Some(l) => l.value,
+        None => 5,
+    };
+    let max_size = b.max_size.as_ref().map_or(256 << 20, |s| s.value.0);
+    if max_size < 1 << 20 {
+        c.at(
+            b.max_size.as_ref(),
+            "`cache.max_size` must be at least 1MiB",
+            Some("e.g. `512MiB`"),
+        );
+    }
+    let max_object_size = b.max_object_size.as_ref().map_or(8 << 20, |s| {
+        usize::try_from(s.value.0).unwrap_or(usize::MAX)
+    });
+    if max_object_size as u64 > max_size {
+        c.at(
+            b.max_object_size.as_ref(),
+            "`cache.max_object_size` is larger than `cache.max_size`",
+            None,
+        );
+    }
+    let rules = CacheRules {
+        default_ttl: b.default_ttl.map_or(Duration::from_secs(600), |d| d.0),
+        statuses,
+        status_ttl,
+        ttl_overrides,
+        stale_while_revalidate: b
+            .stale_while_revalidate
+            .map_or(Duration::from_secs(30), |d| d.0),
+        stale_if_error: b
+            .stale_if_error
+            .map_or(Duration::from_secs(86_400), |d| d.0),
+        lock_timeout: b.lock_timeout.map_or(Duration::from_secs(5), |d| d.0),
+        bypass_cookies: names(c, &b.bypass.cookies, cache_rules::DEFAULT_BYPASS_COOKIES),
+        bypass_paths,
+        bypass_query_params: names(
+            c,
+            &b.bypass.query_params,
+            cache_rules::DEFAULT_BYPASS_QUERY_PARAMS,
+        ),
+        drop_query_params: names(
+            c,
+            &b.key.drop_query_params,
+            cache_rules::DEFAULT_DROP_QUERY_PARAMS,
+        ),
+        device_class: b.key.device_class,
+        vary_allow,
+        tag_header,
+        compression_level,
+    };
+    Some(CacheSettings {
+        rules: Arc::new(rules),
+        max_size,
+        max_object_size,
+    })
 }
 
 /// Two listen addresses that cannot both be bound: same port, and the same IP

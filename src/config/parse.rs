@@ -81,7 +81,7 @@ fn merge(into: &mut RawPolicy, from: RawPolicy, file: &Path, at: Pos, diags: &mu
             }
         )*};
     }
-    take_once!(server, tls, limits, client_ip, upstream);
+    take_once!(server, tls, limits, client_ip, upstream, cache);
     into.ip_filter.extend(from.ip_filter);
     into.seen.extend(from.seen);
     into.unreadable |= from.unreadable;
@@ -138,6 +138,7 @@ pub fn parse_file(path: &Path, diags: &mut Diagnostics) -> RawPolicy {
             "client_ip" => policy.client_ip = section(path, &src, diags),
             "upstream" => policy.upstream = section(path, &src, diags),
             "ip_filter" => policy.ip_filter.extend(section(path, &src, diags)),
+            "cache" => policy.cache = section(path, &src, diags),
             other => diags.push(
                 Diagnostic::new(path, at, format!("unknown block `{other}`"))
                     .with_hint(unknown_key_hint(other, SECTIONS)),

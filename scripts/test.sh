@@ -4,7 +4,7 @@
 #   shipped policy, and the k6 smoke test against `rempart demo` on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh --with-k6
+scripts/setup.sh --for-tests
 
 step() { printf '\n== %s\n' "$*"; }
 

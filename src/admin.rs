@@ -7,15 +7,22 @@
 //! | `GET /ready` | 200 when at least one origin server is healthy, else 503; JSON per server |
 //! | `GET /metrics` | Prometheus text |
 //! | `POST /reload` | re-read the policy; refused (422) if it has problems |
+//! | `GET /` | the live dashboard (HTML, self-contained) |
+//! | `GET /stats` | live figures over 1 min, 5 min and 1 h (JSON) |
+//! | `GET /alerts` | recent alerts (JSON) |
+//! | `GET /bans`, `POST /bans`, `DELETE /bans/<ip>` | list, add (`{"ip", "duration", "reason"}`) and lift bans |
 //! | `POST /cache/purge` | remove cached pages: `{"url"}`, `{"prefix"}`, `{"tag"}` or `{"all": true}` |
 //!
 //! Mutating endpoints need `Authorization: Bearer $REMPART_ADMIN_TOKEN` when a
 //! token is set; a token is required to bind a non-loopback address.
 
+use crate::alerts::Alert;
+use crate::bans::Ban;
 use crate::cache::{CacheRules, Purge};
 use crate::config::store::ReloadOutcome;
 use crate::metrics;
 use crate::server::Reloader;
+use crate::stats::Stats;
 use crate::upstream::UpstreamPool;
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
@@ -23,6 +30,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::http::RequestHeader;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// The admin application.
@@ -31,7 +39,11 @@ pub struct AdminApi {
     pub pool: Arc<UpstreamPool>,
     /// Bearer token guarding mutating endpoints, when set.
     pub token: Option<String>,
+    pub stats: Arc<Stats>,
 }
+
+/// The dashboard, embedded in the binary (no external assets).
+const DASHBOARD: &str = include_str!("assets/dashboard.html");
 
 /// Why a request to the admin API was refused.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +128,64 @@ impl AdminApi {
         }
     }
 
+    /// `/stats`: the collector's windows and series, plus upstreams, alerts and bans.
+    fn stats_document(&self) -> serde_json::Value {
+        let mut doc = self.stats.snapshot();
+        let (_, ready) = self.ready();
+        doc["upstreams"] = ready["upstreams"].clone();
+        doc["alerts"] = self
+            .reloader
+            .alerts
+            .recent()
+            .iter()
+            .take(50)
+            .map(Alert::to_json)
+            .collect();
+        doc["bans"] = self.reloader.bans.list().iter().map(Ban::to_json).collect();
+        doc
+    }
+
+    /// `POST /bans` with `{"ip": "...", "duration": "1h", "reason": "..."}`;
+    /// without a duration the ban ladder decides.
+    fn add_ban(&self, body: &[u8]) -> Result<Response<Vec<u8>>, AdminError> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct BanRequest {
+            ip: String,
+            duration: Option<String>,
+            reason: Option<String>,
+        }
+        let request: BanRequest = serde_json::from_slice(body).map_err(|e| {
+            AdminError::BadRequest(format!("body must be JSON such as {{\"ip\": \"198.51.100.7\", \"duration\": \"1h\", \"reason\": \"scanner\"}}: {e}"))
+        })?;
+        let ip: IpAddr = request.ip.trim().parse().map_err(|_| {
+            AdminError::BadRequest(format!("`{}` is not an IP address", request.ip))
+        })?;
+        let duration = request
+            .duration
+            .as_deref()
+            .map(crate::config::units::parse_duration)
+            .transpose()
+            .map_err(AdminError::BadRequest)?;
+        if duration.is_some_and(|d| d.is_zero()) {
+            return Err(AdminError::BadRequest(
+                "a ban must last longer than zero".into(),
+            ));
+        }
+        let reason = request.reason.unwrap_or_else(|| "manual".to_string());
+        if reason.len() > 200 {
+            return Err(AdminError::BadRequest(
+                "reason is longer than 200 characters".into(),
+            ));
+        }
+        let ban = self
+            .reloader
+            .bans
+            .ban(ip, duration, &reason)
+            .map_err(|e| AdminError::BadRequest(e.to_string()))?;
+        Ok(json_response(StatusCode::CREATED, &ban.to_json()))
+    }
+
     /// `POST /cache/purge` with one of `url`, `prefix`, `tag` or `all`.
     fn purge(&self, body: &[u8]) -> Result<Response<Vec<u8>>, AdminError> {
         let store = self.reloader.cache.ok_or(AdminError::CacheOff)?;
@@ -132,9 +202,7 @@ impl AdminApi {
         })?;
         let purge = match (request.url, request.prefix, request.tag, request.all) {
             (Some(url), None, None, None) => Purge::Url(normalise_url(&url, &rules)?),
-            (None, Some(prefix), None, None) => {
-                Purge::Prefix(strip_scheme(&prefix)?.to_ascii_lowercase())
-            }
+            (None, Some(prefix), None, None) => Purge::Prefix(normalise_prefix(&prefix)?),
             (None, None, Some(tag), None) if !tag.trim().is_empty() => {
                 Purge::Tag(tag.trim().to_string())
             }
@@ -187,8 +255,64 @@ impl AdminApi {
                 }
                 self.purge(body)
             }
-            "/health" | "/ready" | "/metrics" => Err(AdminError::Method("GET")),
+            "/" if get(method) => {
+                let mut r = response(
+                    StatusCode::OK,
+                    "text/html; charset=utf-8",
+                    DASHBOARD.as_bytes().to_vec(),
+                );
+                r.headers_mut().insert(
+                    http::header::CONTENT_SECURITY_POLICY,
+                    http::HeaderValue::from_static(
+                        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+                    ),
+                );
+                Ok(r)
+            }
+            "/stats" if get(method) => Ok(json_response(StatusCode::OK, &self.stats_document())),
+            "/alerts" if get(method) => {
+                let alerts: Vec<_> = self
+                    .reloader
+                    .alerts
+                    .recent()
+                    .iter()
+                    .map(Alert::to_json)
+                    .collect();
+                Ok(json_response(StatusCode::OK, &json!({ "alerts": alerts })))
+            }
+            "/bans" if get(method) => {
+                let bans: Vec<_> = self.reloader.bans.list().iter().map(Ban::to_json).collect();
+                Ok(json_response(StatusCode::OK, &json!({ "bans": bans })))
+            }
+            "/bans" if method == Method::POST => {
+                if !self.authorized(session) {
+                    return Err(AdminError::Unauthorized);
+                }
+                self.add_ban(body)
+            }
+            p if p.starts_with("/bans/") && method == Method::DELETE => {
+                if !self.authorized(session) {
+                    return Err(AdminError::Unauthorized);
+                }
+                let raw = &p["/bans/".len()..];
+                let ip: IpAddr = percent_decoded(raw)
+                    .parse()
+                    .map_err(|_| AdminError::BadRequest(format!("`{raw}` is not an IP address")))?;
+                if self.reloader.bans.unban(ip) {
+                    Ok(json_response(
+                        StatusCode::OK,
+                        &json!({ "unbanned": ip.to_string() }),
+                    ))
+                } else {
+                    Err(AdminError::NotFound)
+                }
+            }
+            "/health" | "/ready" | "/metrics" | "/" | "/stats" | "/alerts" => {
+                Err(AdminError::Method("GET"))
+            }
             "/reload" | "/cache/purge" => Err(AdminError::Method("POST")),
+            "/bans" => Err(AdminError::Method("GET or POST")),
+            p if p.starts_with("/bans/") => Err(AdminError::Method("DELETE")),
             _ => Err(AdminError::NotFound),
         }
     }
@@ -212,6 +336,29 @@ impl ServeHttp for AdminApi {
             r
         })
     }
+}
+
+/// `%3A` -> `:` (IPv6 addresses in paths).
+fn percent_decoded(text: &str) -> String {
+    let mut out = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = text
+            .get(i + 1..i + 3)
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Admin request bodies are small JSON documents.
@@ -257,6 +404,19 @@ fn normalise_url(url: &str, rules: &CacheRules) -> Result<String, AdminError> {
     req.insert_header(http::header::HOST, host)
         .map_err(|e| bad(e.to_string()))?;
     Ok(rules.key(&req).url)
+}
+
+/// `https://Shop.example:443/Product/` -> `shop.example/Product/`: the host as
+/// keys have it (lower case, no default port), the path untouched.
+fn normalise_prefix(prefix: &str) -> Result<String, AdminError> {
+    let rest = strip_scheme(prefix)?;
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = host.to_ascii_lowercase();
+    let host = host
+        .strip_suffix(":80")
+        .or_else(|| host.strip_suffix(":443"))
+        .unwrap_or(&host);
+    Ok(format!("{host}{path}"))
 }
 
 /// `https://shop.example/x` -> `shop.example/x`; a URL without a host is refused.

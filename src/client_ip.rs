@@ -52,6 +52,22 @@ impl ClientIpResolver {
     }
 }
 
+/// The address as logs may show it when the policy asks for anonymised IPs:
+/// IPv4 cut to its /24, IPv6 to its /48 (the GDPR-friendly choice: it still
+/// tells networks apart, not people).
+pub fn anonymize(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            IpAddr::from([a, b, c, 0])
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::from([s[0], s[1], s[2], 0, 0, 0, 0, 0])
+        }
+    }
+}
+
 /// Reads one hop: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1` or `[2001:db8::1]:443`.
 fn parse_hop(hop: &str) -> Option<IpAddr> {
     let hop = hop.trim();
@@ -79,6 +95,22 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", xff.parse().unwrap());
         h
+    }
+
+    #[test]
+    fn anonymised_addresses() {
+        assert_eq!(
+            anonymize("203.0.113.77".parse().unwrap()).to_string(),
+            "203.0.113.0"
+        );
+        assert_eq!(
+            anonymize("2001:db8:abcd:12::1".parse().unwrap()).to_string(),
+            "2001:db8:abcd::"
+        );
+        assert_eq!(
+            anonymize("::ffff:198.51.100.9".parse().unwrap()).to_string(),
+            "198.51.100.0"
+        );
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! tests and benchmarks use them too.
 
 pub mod admin;
+pub mod alerts;
+pub mod bans;
 pub mod cache;
 pub mod client_ip;
 pub mod config;
@@ -14,5 +16,7 @@ pub mod logging;
 pub mod metrics;
 pub mod pipeline;
 pub mod server;
+pub mod stats;
 pub mod tls;
 pub mod upstream;
+pub mod webhook;

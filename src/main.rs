@@ -204,7 +204,17 @@ fn run_store(store: PolicyStore, log_format: Option<LogFormatArg>, extras: Extra
         Some(LogFormatArg::Text) => LogFormat::Text,
         None => store.current().server.log_format,
     };
-    rempart::logging::init(format);
+    let snapshot = store.current();
+    let targets = rempart::logging::LogTargets {
+        format,
+        file: snapshot.server.log_file.as_deref(),
+        audit: snapshot.server.audit_log.as_deref(),
+    };
+    if let Err(e) = rempart::logging::init(targets) {
+        eprintln!("rempart: cannot open a log file: {e}");
+        return ExitCode::from(2);
+    }
+    drop(snapshot);
     match server::run(store, extras) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

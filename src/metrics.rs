@@ -19,13 +19,14 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0,
 ];
 
-/// Requests answered, by status class (`2xx`...) and by who decided
-/// (`origin`, a filter name, or `proxy` for Rempart's own errors).
+/// Requests answered, by route class (`page`, `checkout`, `account`, `api`,
+/// `static`), status class (`2xx`...) and who decided (`origin`, a filter
+/// name, or `proxy` for Rempart's own errors).
 pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     must(register_int_counter_vec!(
         "rempart_proxy_requests_total",
-        "Requests answered, by status class and deciding component",
-        &["status_class", "decision"]
+        "Requests answered, by route class, status class and deciding component",
+        &["route_class", "status_class", "decision"]
     ))
 });
 

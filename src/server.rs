@@ -2,11 +2,14 @@
 //! API on its own, the health checker and the reload signal, as pingora services.
 
 use crate::admin::AdminApi;
+use crate::alerts::{Alert, AlertEngine};
+use crate::bans::BanList;
 use crate::cache::PageStore;
 use crate::config::store::{PolicyStore, ReloadOutcome};
 use crate::config::Snapshot;
 use crate::demo::ShopApp;
 use crate::pipeline::{CacheStore, Proxy};
+use crate::stats::Stats;
 use crate::tls::SniResolver;
 use crate::upstream::health::HealthChecker;
 use crate::upstream::UpstreamPool;
@@ -37,6 +40,8 @@ pub struct Reloader {
     certs: Option<Arc<SniResolver>>,
     /// The page store, when the cache was on at start-up (purges, tag header).
     pub cache: Option<&'static PageStore>,
+    pub bans: Arc<BanList>,
+    pub alerts: Arc<AlertEngine>,
 }
 
 impl Reloader {
@@ -50,18 +55,58 @@ impl Reloader {
                 _ => Ok(()),
             }
         });
-        if let (ReloadOutcome::Applied { .. }, Some(resolver)) = (&outcome, &self.certs) {
-            if let Some(table) = self
-                .store
-                .current()
-                .tls
-                .as_ref()
-                .and_then(|t| t.certs.clone())
-            {
+        if let ReloadOutcome::Applied { .. } = &outcome {
+            let snapshot = self.store.current();
+            let table = snapshot.tls.as_ref().and_then(|t| t.certs.clone());
+            if let (Some(resolver), Some(table)) = (&self.certs, table) {
                 resolver.replace(table);
             }
+            if let (Some(store), Some(cache)) = (self.cache, &snapshot.cache) {
+                store.set_tag_header(cache.rules.tag_header.clone());
+            }
+            self.bans.set_policy(snapshot.bans.clone());
+            self.alerts.set_policy(snapshot.alerts.clone());
         }
         outcome
+    }
+}
+
+/// Every slot, hands the closed slot to the alert engine; delivers alerts to
+/// the webhook from the same runtime.
+struct AlertDriver {
+    stats: Arc<Stats>,
+    engine: Arc<AlertEngine>,
+    policy: Arc<PolicyStore>,
+    pool: Arc<UpstreamPool>,
+    inbox: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<Alert>>>,
+}
+
+#[async_trait]
+impl BackgroundService for AlertDriver {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        if let Some(inbox) = self.inbox.lock().ok().and_then(|mut i| i.take()) {
+            tokio::spawn(crate::alerts::deliver(self.engine.clone(), inbox));
+        }
+        let mut next = self.stats.current_index();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.stats.slot_duration() / 4) => {}
+                _ = shutdown.changed() => return,
+            }
+            let now = self.stats.current_index();
+            while next < now {
+                let summary = self.stats.closed_slot(next);
+                let snapshot = self.policy.current();
+                let flips: Vec<(String, u64)> = snapshot
+                    .upstream
+                    .servers
+                    .iter()
+                    .map(|s| (s.name.clone(), self.pool.state(s).flips()))
+                    .collect();
+                self.engine.observe(&summary, &flips);
+                next += 1;
+            }
+        }
     }
 }
 
@@ -145,10 +190,19 @@ pub fn run(store: PolicyStore, extras: Extras) -> Result<(), StartError> {
         let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(c.rules.lock_timeout));
         CacheStore { store, lock }
     });
+    let stats = Arc::new(Stats::new(snapshot.stats_slot));
+    let bans = Arc::new(BanList::open(
+        snapshot.ban_state_file.clone(),
+        snapshot.bans.clone(),
+    ));
+    let (outbox, inbox) = tokio::sync::mpsc::channel(64);
+    let alerts = Arc::new(AlertEngine::new(snapshot.alerts.clone(), Some(outbox)));
     let reloader = Arc::new(Reloader {
         store: store.clone(),
         certs: certs.clone(),
         cache: cache.map(|c| c.store),
+        bans: bans.clone(),
+        alerts: alerts.clone(),
     });
 
     let conf = server_conf(&snapshot);
@@ -163,6 +217,8 @@ pub fn run(store: PolicyStore, extras: Extras) -> Result<(), StartError> {
             pool: pool.clone(),
             https_port,
             cache,
+            stats: stats.clone(),
+            bans: bans.clone(),
         },
         "rempart proxy",
     );
@@ -194,11 +250,22 @@ pub fn run(store: PolicyStore, extras: Extras) -> Result<(), StartError> {
             reloader: reloader.clone(),
             pool: pool.clone(),
             token,
+            stats: stats.clone(),
         },
     );
     admin.add_tcp(&snapshot.server.admin_listen.to_string());
     server.add_service(admin);
 
+    server.add_service(background_service(
+        "alerts",
+        AlertDriver {
+            stats,
+            engine: alerts,
+            policy: store.clone(),
+            pool: pool.clone(),
+            inbox: std::sync::Mutex::new(Some(inbox)),
+        },
+    ));
     server.add_service(background_service(
         "health checks",
         HealthChecker {

@@ -338,12 +338,12 @@ async fn metrics_count_requests_by_status_class_and_decision() {
         .unwrap();
     let text = proxy.metrics().await;
     assert!(
-        text.contains("rempart_proxy_requests_total{decision=\"origin\",status_class=\"2xx\"} 3"),
+        text.contains("rempart_proxy_requests_total{decision=\"origin\",route_class=\"page\",status_class=\"2xx\"} 3"),
         "{text}"
     );
     assert!(
         text.contains(
-            "rempart_proxy_requests_total{decision=\"ip_filter\",status_class=\"4xx\"} 1"
+            "rempart_proxy_requests_total{decision=\"ip_filter\",route_class=\"page\",status_class=\"4xx\"} 1"
         ),
         "{text}"
     );

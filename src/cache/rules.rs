@@ -61,7 +61,8 @@ pub const DEFAULT_BYPASS_QUERY_PARAMS: &[&str] = &[
     "undo_item",
     "removed_item",
     "preview",
-    "s_nonce",
+    "wc-api",
+    "_wpnonce",
 ];
 
 /// Marketing parameters that do not change the page: dropped from the key.
@@ -298,6 +299,11 @@ impl CacheRules {
             .as_ref()
             .and_then(|c| c.stale_if_error().ok().flatten())
             .unwrap_or_else(|| secs(self.stale_if_error));
+        // must-revalidate / proxy-revalidate forbid serving the page stale.
+        let no_stale = cc
+            .as_ref()
+            .is_some_and(|c| c.must_revalidate() || c.proxy_revalidate());
+        let (swr, sie) = if no_stale { (0, 0) } else { (swr, sie) };
         Ok(CacheMeta::new(fresh_until, now, swr, sie, resp.clone()))
     }
 
@@ -590,6 +596,19 @@ mod tests {
             .unwrap();
         assert_eq!(m.stale_while_revalidate_sec(), 7);
         assert_eq!(m.stale_if_error_sec(), 3600);
+        let strict = r
+            .response_meta(
+                &page,
+                &resp(200, &[("cache-control", "max-age=0, must-revalidate")]),
+            )
+            .unwrap();
+        assert_eq!(
+            (
+                strict.stale_while_revalidate_sec(),
+                strict.stale_if_error_sec()
+            ),
+            (0, 0)
+        );
     }
 
     #[test]

@@ -12,6 +12,8 @@ pub mod raw;
 pub mod store;
 pub mod units;
 
+use crate::alerts::AlertPolicy;
+use crate::bans::BanPolicy;
 use crate::cache::rules::{self as cache_rules, CacheRules, NamePattern, PathMatch};
 use crate::client_ip::ClientIpResolver;
 use crate::filter::FilterChain;
@@ -48,6 +50,12 @@ pub struct Snapshot {
     pub upstream: UpstreamSettings,
     /// The page cache, when the policy turns it on.
     pub cache: Option<CacheSettings>,
+    /// Length of a statistics slot (fixed at start-up).
+    pub stats_slot: Duration,
+    pub alerts: AlertPolicy,
+    pub bans: BanPolicy,
+    /// Where bans are saved to survive restarts (fixed at start-up).
+    pub ban_state_file: Option<PathBuf>,
     /// Request-phase filters, in order (IP lists first).
     pub request_filters: FilterChain,
     /// Problems that do not stop `check` but may stop `run` (missing certificates).
@@ -63,6 +71,12 @@ pub struct ServerSettings {
     pub shutdown_timeout: Duration,
     pub log_format: LogFormat,
     pub access_log: bool,
+    /// Write logs to this file instead of standard output (restart to change).
+    pub log_file: Option<PathBuf>,
+    /// Also write security decisions, as JSON lines, to this file (restart to change).
+    pub audit_log: Option<PathBuf>,
+    /// Client addresses in logs and stats cut to /24 (IPv4) or /48 (IPv6).
+    pub anonymize_ips: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -288,6 +302,15 @@ fn compile(
             .map_or(Duration::from_secs(30), |d| d.0),
         log_format: server.log_format.unwrap_or_default(),
         access_log: server.access_log.unwrap_or(true),
+        log_file: server
+            .log_file
+            .as_ref()
+            .map(|f| base_of(&c.file).join(&f.value)),
+        audit_log: server
+            .audit_log
+            .as_ref()
+            .map(|f| base_of(&c.file).join(&f.value)),
+        anonymize_ips: server.anonymize_ips.unwrap_or(false),
     };
 
     // tls
@@ -404,6 +427,49 @@ fn compile(
         compile_cache(&mut c, block.value)
     });
 
+    // stats, alerts, bans
+    let stats_slot = raw
+        .stats
+        .and_then(|b| b.value.slot)
+        .map_or(Duration::from_secs(10), |d| d.0);
+    let alerts = match raw.alerts {
+        Some(block) => {
+            c.file = block.file;
+            compile_alerts(&mut c, block.value)
+        }
+        None => AlertPolicy::default(),
+    };
+    let (bans, ban_state_file) = match raw.bans {
+        Some(block) => {
+            c.file = block.file;
+            let b = block.value;
+            let mut policy = BanPolicy {
+                allowlist: c.nets(&b.allowlist),
+                ..BanPolicy::default()
+            };
+            if let Some(ladder) = &b.ladder {
+                if ladder.value.is_empty() {
+                    c.error(
+                        ladder,
+                        "`bans.ladder` is empty",
+                        Some("e.g. `[1m, 10m, 1h, 24h]`"),
+                    );
+                } else {
+                    policy.ladder = ladder.value.iter().map(|d| d.0).collect();
+                }
+            }
+            if let Some(m) = b.memory {
+                policy.memory = m.0;
+            }
+            let file = b
+                .state_file
+                .as_ref()
+                .map(|f| base_of(&c.file).join(&f.value));
+            (policy, file)
+        }
+        None => (BanPolicy::default(), None),
+    };
+
     // request filters, in pipeline order
     let mut request_filters = FilterChain::default();
     let (mut allow, mut deny) = (Vec::new(), Vec::new());
@@ -425,6 +491,10 @@ fn compile(
         client_ip,
         upstream,
         cache,
+        stats_slot,
+        alerts,
+        bans,
+        ban_state_file,
         request_filters,
         warnings: c.warnings,
     }
@@ -545,6 +615,65 @@ fn compile_upstream(
     }
 }
 
+/// The folder of a policy file, against which its relative paths are read.
+fn base_of(file: &Path) -> PathBuf {
+    file.parent().unwrap_or(Path::new(".")).to_path_buf()
+}
+
+/// The `alerts` block.
+fn compile_alerts(c: &mut Checker<'_>, b: raw::AlertsBlock) -> AlertPolicy {
+    let d = AlertPolicy::default();
+    let positive = |c: &mut Checker<'_>, v: &Option<Spanned<f64>>, name: &str, default: f64| match v
+    {
+        Some(s) if !(s.value > 0.0 && s.value.is_finite()) => {
+            c.error(
+                s,
+                format!("`alerts.{name}` must be a positive number"),
+                None,
+            );
+            default
+        }
+        Some(s) => s.value,
+        None => default,
+    };
+    let webhook = b.webhook.as_ref().and_then(|w| {
+        if w.value.starts_with("http://") || w.value.starts_with("https://") {
+            Some(w.value.clone())
+        } else {
+            c.error(
+                w,
+                format!("`{}` is not an http(s) URL", w.value),
+                Some("e.g. `https://hooks.slack.com/services/...`"),
+            );
+            None
+        }
+    });
+    let error_rate = positive(c, &b.error_rate, "error_rate", d.error_rate);
+    if error_rate > 1.0 {
+        c.at(
+            b.error_rate.as_ref(),
+            "`alerts.error_rate` is a share between 0 and 1",
+            Some("0.05 means 5 %"),
+        );
+    }
+    AlertPolicy {
+        enabled: b.enabled.unwrap_or(true),
+        webhook,
+        cooldown: b.cooldown.map_or(d.cooldown, |x| x.0),
+        max_per_hour: b.max_per_hour.unwrap_or(d.max_per_hour),
+        warmup_slots: b.warmup_slots.unwrap_or(d.warmup_slots),
+        min_requests: b.min_requests.unwrap_or(d.min_requests),
+        latency_factor: positive(c, &b.latency_factor, "latency_factor", d.latency_factor),
+        latency_floor_ms: b
+            .latency_floor
+            .map_or(d.latency_floor_ms, |x| x.0.as_secs_f64() * 1000.0),
+        error_rate,
+        spike_factor: positive(c, &b.spike_factor, "spike_factor", d.spike_factor),
+        spike_min_rpm: b.spike_min_rpm.unwrap_or(d.spike_min_rpm),
+        flap_changes: b.flap_changes.unwrap_or(d.flap_changes).max(2),
+    }
+}
+
 /// The `cache` block: `None` when absent or `enabled: false`.
 fn compile_cache(c: &mut Checker<'_>, b: raw::CacheBlock) -> Option<CacheSettings> {
     if b.enabled == Some(false) {
@@ -642,10 +771,11 @@ fn compile_cache(c: &mut Checker<'_>, b: raw::CacheBlock) -> Option<CacheSetting
         .and_then(|s| header(c, s))
         .unwrap_or(HeaderName::from_static("x-cache-tags"));
     let compression_level = match &b.compression_level {
-        Some(l) if l.value > 11 => {
+        // gzip (zlib-ng) takes levels 0-9; one level is used for every algorithm.
+        Some(l) if l.value > 9 => {
             c.error(
                 l,
-                "`cache.compression_level` must be between 0 (off) and 11",
+                "`cache.compression_level` must be between 0 (off) and 9",
                 Some("5 is a good balance for HTML"),
             );
             5

@@ -81,7 +81,7 @@ fn merge(into: &mut RawPolicy, from: RawPolicy, file: &Path, at: Pos, diags: &mu
             }
         )*};
     }
-    take_once!(server, tls, limits, client_ip, upstream, cache);
+    take_once!(server, tls, limits, client_ip, upstream, cache, stats, alerts, bans);
     into.ip_filter.extend(from.ip_filter);
     into.seen.extend(from.seen);
     into.unreadable |= from.unreadable;
@@ -139,6 +139,9 @@ pub fn parse_file(path: &Path, diags: &mut Diagnostics) -> RawPolicy {
             "upstream" => policy.upstream = section(path, &src, diags),
             "ip_filter" => policy.ip_filter.extend(section(path, &src, diags)),
             "cache" => policy.cache = section(path, &src, diags),
+            "stats" => policy.stats = section(path, &src, diags),
+            "alerts" => policy.alerts = section(path, &src, diags),
+            "bans" => policy.bans = section(path, &src, diags),
             other => diags.push(
                 Diagnostic::new(path, at, format!("unknown block `{other}`"))
                     .with_hint(unknown_key_hint(other, SECTIONS)),

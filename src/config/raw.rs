@@ -17,6 +17,9 @@ pub struct RawPolicy {
     pub client_ip: Option<Block<ClientIpBlock>>,
     pub upstream: Option<Block<UpstreamBlock>>,
     pub cache: Option<Block<CacheBlock>>,
+    pub stats: Option<Block<StatsBlock>>,
+    pub alerts: Option<Block<AlertsBlock>>,
+    pub bans: Option<Block<BansBlock>>,
     /// One per file that has an `ip_filter` block; the lists add up.
     pub ip_filter: Vec<Block<IpFilterBlock>>,
     /// Blocks written in any file, even those that failed to parse, so that a
@@ -43,6 +46,9 @@ pub const SECTIONS: &[&str] = &[
     "upstream",
     "ip_filter",
     "cache",
+    "stats",
+    "alerts",
+    "bans",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -55,6 +61,9 @@ pub struct ServerBlock {
     pub shutdown_timeout: Option<Dur>,
     pub log_format: Option<LogFormat>,
     pub access_log: Option<bool>,
+    pub log_file: Option<Spanned<String>>,
+    pub audit_log: Option<Spanned<String>>,
+    pub anonymize_ips: Option<bool>,
 }
 
 /// How log lines are written.
@@ -208,4 +217,36 @@ pub struct BypassBlock {
 pub struct CacheKeyBlock {
     pub drop_query_params: Option<Vec<Spanned<String>>>,
     pub device_class: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatsBlock {
+    pub slot: Option<NonZeroDur>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsBlock {
+    pub enabled: Option<bool>,
+    pub webhook: Option<Spanned<String>>,
+    pub cooldown: Option<Dur>,
+    pub max_per_hour: Option<usize>,
+    pub warmup_slots: Option<u64>,
+    pub min_requests: Option<u64>,
+    pub latency_factor: Option<Spanned<f64>>,
+    pub latency_floor: Option<Dur>,
+    pub error_rate: Option<Spanned<f64>>,
+    pub spike_factor: Option<Spanned<f64>>,
+    pub spike_min_rpm: Option<f64>,
+    pub flap_changes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BansBlock {
+    pub ladder: Option<Spanned<Vec<NonZeroDur>>>,
+    pub allowlist: Vec<Spanned<String>>,
+    pub memory: Option<Dur>,
+    pub state_file: Option<Spanned<String>>,
 }

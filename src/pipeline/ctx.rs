@@ -80,6 +80,8 @@ pub struct UpstreamAttempts {
     pub current: Option<Selected>,
     pub tried: Vec<SocketAddr>,
     pub sent_at: Option<Instant>,
+    /// Time to the origin's response header.
+    pub latency: Option<std::time::Duration>,
 }
 
 /// What the page cache did with this request.

@@ -15,10 +15,13 @@ pub mod ctx;
 pub mod headers;
 pub mod reply;
 
+use crate::bans::BanList;
 use crate::cache::PageStore;
+use crate::client_ip::anonymize;
 use crate::config::store::PolicyStore;
 use crate::filter::{Reply, RequestInfo};
 use crate::metrics;
+use crate::stats::{RequestRecord, Stats};
 use crate::upstream::{elapsed_secs, UpstreamPool};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -42,6 +45,8 @@ pub struct Proxy {
     pub pool: Arc<UpstreamPool>,
     /// The page store and its fill lock, when the cache was on at start-up.
     pub cache: Option<CacheStore>,
+    pub stats: Arc<Stats>,
+    pub bans: Arc<BanList>,
     /// Port of this process's first HTTPS listener, if it has one: the
     /// HTTP→HTTPS redirect points there (a reload cannot add listeners).
     pub https_port: Option<u16>,
@@ -58,6 +63,29 @@ impl Proxy {
     ) -> Result<()> {
         ctx.decision.by = by;
         ctx.decision.reason = Some(reply.reason);
+        if reply.status >= 400 {
+            let anonymize_ips = ctx
+                .snapshot
+                .as_ref()
+                .is_some_and(|s| s.server.anonymize_ips);
+            let ip = if anonymize_ips {
+                anonymize(ctx.client.ip)
+            } else {
+                ctx.client.ip
+            };
+            let req = session.req_header();
+            tracing::info!(
+                target: "rempart::audit",
+                event = "refused",
+                decided_by = by,
+                reason = reply.reason,
+                status = reply.status,
+                client_ip = %ip,
+                method = %req.method,
+                path = req.uri.path(),
+                request_id = %ctx.request_id,
+            );
+        }
         let json = reply::wants_json(&session.req_header().headers);
         let (mut head, body) = reply::render(&reply, &ctx.request_id, json)?;
         if let Some(hsts) = self.hsts(ctx) {
@@ -351,6 +379,23 @@ impl ProxyHttp for Proxy {
                 return Ok(true);
             }
         }
+        if let Some(ban) = self.bans.check(ctx.client.ip) {
+            let mut reply = Reply::new(
+                403,
+                "banned",
+                "Access from your address is blocked for a while.",
+            );
+            let wait = ban.until.saturating_sub(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            );
+            reply
+                .headers
+                .push((http::header::RETRY_AFTER, wait.to_string()));
+            self.respond(session, ctx, "bans", reply).await?;
+            return Ok(true);
+        }
         let info = RequestInfo {
             client_ip: ctx.client.ip,
             method: &req.method,
@@ -359,7 +404,6 @@ impl ProxyHttp for Proxy {
             request_id: &ctx.request_id,
         };
         if let Some((by, reply)) = snapshot.request_filters.run(&info) {
-            tracing::info!(request_id = %ctx.request_id, client_ip = %ctx.client.ip, filter = by, reason = reply.reason, "request refused");
             self.respond(session, ctx, by, reply).await?;
             return Ok(true);
         }
@@ -547,6 +591,7 @@ impl ProxyHttp for Proxy {
         if let Some(current) = &ctx.upstream.current {
             current.in_flight.state().record_success();
             if let Some(sent) = ctx.upstream.sent_at {
+                ctx.upstream.latency = Some(sent.elapsed());
                 metrics::UPSTREAM_DURATION
                     .with_label_values(&[&current.server.name])
                     .observe(elapsed_secs(sent));
@@ -619,14 +664,43 @@ impl ProxyHttp for Proxy {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let class = metrics::status_class(status);
         let elapsed = ctx.timing.start.elapsed();
+        let path = session.req_header().uri.path();
+        let route = crate::stats::route_class(path);
+        // A page served from memory was decided by the cache, not the origin.
+        if ctx.decision.by == "origin" && matches!(ctx.cache.status, Some("HIT" | "STALE")) {
+            ctx.decision.by = "cache";
+        }
         metrics::REQUESTS
-            .with_label_values(&[class, ctx.decision.by])
+            .with_label_values(&[route, class, ctx.decision.by])
             .inc();
+        let anonymize_ips = ctx
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.server.anonymize_ips);
+        let shown_ip = if anonymize_ips {
+            anonymize(ctx.client.ip)
+        } else {
+            ctx.client.ip
+        };
+        self.stats.record(&RequestRecord {
+            status,
+            latency: elapsed,
+            upstream_latency: ctx.upstream.latency,
+            cache: ctx.cache.status,
+            decision: ctx.decision.by,
+            reason: ctx.decision.reason,
+            client_ip: shown_ip,
+            path,
+        });
         metrics::REQUEST_DURATION
             .with_label_values(&[class])
             .observe(elapsed.as_secs_f64());
         match (ctx.cache.bypass, ctx.cache.status) {
             (Some(reason), _) => metrics::CACHE_BYPASS.with_label_values(&[reason]).inc(),
+            // pingora declined to store (lock timeout, object too large...).
+            (None, Some("BYPASS")) => metrics::CACHE_BYPASS
+                .with_label_values(&["not_stored"])
+                .inc(),
             (None, Some(status)) => metrics::CACHE_LOOKUPS
                 .with_label_values(&[&status.to_ascii_lowercase()])
                 .inc(),
@@ -642,7 +716,7 @@ impl ProxyHttp for Proxy {
                 .map_or("-", |c| c.server.name.as_str());
             tracing::info!(
                 target: "rempart::access",
-                client_ip = %ctx.client.ip,
+                client_ip = %shown_ip,
                 method = %req.method,
                 path = req.uri.path(),
                 status,

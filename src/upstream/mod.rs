@@ -28,6 +28,8 @@ pub struct ServerState {
     passive_failures: AtomicU32,
     marked_down_at: Mutex<Option<Instant>>,
     in_flight: AtomicUsize,
+    /// Health changes since start-up (for flapping alerts).
+    flips: std::sync::atomic::AtomicU64,
 }
 
 impl ServerState {
@@ -42,6 +44,7 @@ impl ServerState {
             passive_failures: AtomicU32::new(0),
             marked_down_at: Mutex::new(None),
             in_flight: AtomicUsize::new(0),
+            flips: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -61,9 +64,15 @@ impl ServerState {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// How many times this server changed health since start-up.
+    pub fn flips(&self) -> u64 {
+        self.flips.load(Ordering::Relaxed)
+    }
+
     fn set_healthy(&self, healthy: bool) {
         let was = self.healthy.swap(healthy, Ordering::Relaxed);
         if was != healthy {
+            self.flips.fetch_add(1, Ordering::Relaxed);
             if let Ok(mut at) = self.marked_down_at.lock() {
                 *at = (!healthy).then(Instant::now);
             }

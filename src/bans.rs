@@ -51,6 +51,8 @@ pub struct BanPolicy {
     pub allowlist: Vec<IpNet>,
     /// How long a past ban still counts towards the next level.
     pub memory: Duration,
+    /// Log addresses cut to /24 or /48 (`server.anonymize_ips`).
+    pub anonymize_logs: bool,
 }
 
 impl Default for BanPolicy {
@@ -64,6 +66,7 @@ impl Default for BanPolicy {
             ],
             allowlist: Vec::new(),
             memory: Duration::from_secs(86_400),
+            anonymize_logs: false,
         }
     }
 }
@@ -74,6 +77,18 @@ struct State {
     /// Last level reached and when that ban ended, for escalation.
     #[serde(default)]
     history: HashMap<IpAddr, (u32, u64)>,
+}
+
+/// Metric label for a ban reason: the known automatic reasons, else `manual`.
+fn reason_label(reason: &str) -> &'static str {
+    match reason {
+        "rate_limit" => "rate_limit",
+        "brute_force" => "brute_force",
+        "card_testing" => "card_testing",
+        "scanner" => "scanner",
+        "not_found_flood" => "not_found_flood",
+        _ => "manual",
+    }
 }
 
 /// The ban list.
@@ -135,6 +150,7 @@ impl BanList {
     /// The ban on `ip`, if one is in force.
     pub fn check(&self, ip: IpAddr) -> Option<Ban> {
         let state = self.state.lock().ok()?;
+        let ip = crate::ipfilter::canonical(ip);
         state
             .bans
             .get(&ip)
@@ -150,6 +166,7 @@ impl BanList {
         duration: Option<Duration>,
         reason: &str,
     ) -> Result<Ban, BanError> {
+        let ip = crate::ipfilter::canonical(ip);
         let policy = self.policy.lock().map(|p| p.clone()).unwrap_or_default();
         if policy.allowlist.iter().any(|n| n.contains(&ip)) {
             return Err(BanError::Allowlisted(ip));
@@ -190,8 +207,17 @@ impl BanList {
         state
             .history
             .retain(|_, (_, ended)| now.saturating_sub(*ended) < policy.memory.as_secs());
+        state.bans.retain(|_, b| b.until > now);
         self.save(&state);
-        tracing::warn!(target: "rempart::audit", event = "ban", client_ip = %ip, level, seconds = length.as_secs(), reason, "address banned");
+        crate::metrics::BANS
+            .with_label_values(&[reason_label(reason)])
+            .inc();
+        let shown = if policy.anonymize_logs {
+            crate::client_ip::anonymize(ip)
+        } else {
+            ip
+        };
+        tracing::warn!(target: "rempart::audit", event = "ban", client_ip = %shown, ban_level = level, seconds = length.as_secs(), reason, "address banned");
         Ok(ban)
     }
 
@@ -200,10 +226,21 @@ impl BanList {
         let Ok(mut state) = self.state.lock() else {
             return false;
         };
+        let ip = crate::ipfilter::canonical(ip);
         let removed = state.bans.remove(&ip).is_some();
         if removed {
             self.save(&state);
-            tracing::info!(target: "rempart::audit", event = "unban", client_ip = %ip, "ban lifted");
+            let anonymize = self
+                .policy
+                .lock()
+                .map(|p| p.anonymize_logs)
+                .unwrap_or(false);
+            let shown = if anonymize {
+                crate::client_ip::anonymize(ip)
+            } else {
+                ip
+            };
+            tracing::info!(target: "rempart::audit", event = "unban", client_ip = %shown, "ban lifted");
         }
         removed
     }

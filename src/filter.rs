@@ -40,6 +40,10 @@ pub struct Reply {
     pub message: String,
     /// Extra response headers, such as `retry-after`.
     pub headers: Vec<(http::HeaderName, String)>,
+    /// The policy rule that matched (a limit's name...), for logs and metrics.
+    pub rule: Option<String>,
+    /// Ask the pipeline to ban the client, with this reason.
+    pub ban: Option<&'static str>,
 }
 
 impl Reply {
@@ -49,6 +53,8 @@ impl Reply {
             reason,
             message: message.into(),
             headers: Vec::new(),
+            rule: None,
+            ban: None,
         }
     }
 }

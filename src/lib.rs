@@ -15,6 +15,7 @@ pub mod ipfilter;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
+pub mod ratelimit;
 pub mod server;
 pub mod stats;
 pub mod tls;

@@ -127,6 +127,24 @@ pub static CACHE_BYTES: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
     ))
 });
 
+/// Requests refused by a rate limit, by limit name.
+pub static RATE_LIMITED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(register_int_counter_vec!(
+        "rempart_ratelimit_limited_total",
+        "Requests answered 429 by a rate limit",
+        &["limit"]
+    ))
+});
+
+/// Bans placed, by reason.
+pub static BANS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(register_int_counter_vec!(
+        "rempart_bans_total",
+        "Bans placed, by reason",
+        &["reason"]
+    ))
+});
+
 /// Creates every metric so that `/metrics` lists them from the start.
 pub fn init() {
     LazyLock::force(&REQUESTS);
@@ -135,6 +153,8 @@ pub fn init() {
     LazyLock::force(&UPSTREAM_HEALTHY);
     LazyLock::force(&UPSTREAM_FAILURES);
     LazyLock::force(&UPSTREAM_RETRIES);
+    LazyLock::force(&RATE_LIMITED);
+    LazyLock::force(&BANS);
     LazyLock::force(&CACHE_LOOKUPS);
     LazyLock::force(&CACHE_BYPASS);
     LazyLock::force(&CACHE_EVICTIONS);

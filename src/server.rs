@@ -94,6 +94,10 @@ impl BackgroundService for AlertDriver {
                 _ = shutdown.changed() => return,
             }
             let now = self.stats.current_index();
+            if now % 20 == 0 && next < now {
+                // Housekeeping on the same clock: idle rate-limit keys go.
+                crate::ratelimit::sweep();
+            }
             while next < now {
                 let summary = self.stats.closed_slot(next);
                 let snapshot = self.policy.current();

@@ -44,15 +44,22 @@ pub fn route_class(path: &str) -> &'static str {
     ) {
         return "static";
     }
-    let starts = |prefixes: &[&str]| prefixes.iter().any(|p| lower.starts_with(p));
-    if starts(&[
-        "/cart",
-        "/checkout",
-        "/order",
-        "/panier",
-        "/commande",
-        "/wp-json/wc/store/v1/checkout",
-    ]) {
+    // A prefix matches on a path-segment boundary: `/cart` is not `/cartoons`.
+    let starts = |prefixes: &[&str]| {
+        prefixes.iter().any(|p| {
+            lower.starts_with(p)
+                && (p.ends_with('/')
+                    || lower.len() == p.len()
+                    || lower[p.len()..].starts_with(['/', '.', '?']))
+        })
+    };
+    // API first: WordPress AJAX lives under /wp-admin/.
+    if starts(&["/wp-json", "/xmlrpc.php", "/api"])
+        || lower.contains("admin-ajax.php")
+        || lower.contains("wc-ajax")
+    {
+        "api"
+    } else if starts(&["/cart", "/checkout", "/order", "/panier", "/commande"]) {
         "checkout"
     } else if starts(&[
         "/my-account",
@@ -61,11 +68,9 @@ pub fn route_class(path: &str) -> &'static str {
         "/login",
         "/connexion",
         "/mon-compte",
-        "/admin",
-    ]) {
+    ]) || lower.starts_with("/admin")
+    {
         "account"
-    } else if starts(&["/wp-json/", "/xmlrpc.php", "/api/"]) || lower.contains("admin-ajax.php") {
-        "api"
     } else {
         "page"
     }
@@ -490,6 +495,10 @@ mod tests {
         assert_eq!(route_class("/checkout/"), "checkout");
         assert_eq!(route_class("/my-account/orders/"), "account");
         assert_eq!(route_class("/wp-json/wc/store/v1/cart"), "api");
+        assert_eq!(route_class("/wp-admin/admin-ajax.php"), "api");
+        assert_eq!(route_class("/cartoons/"), "page");
+        assert_eq!(route_class("/order-history"), "page");
+        assert_eq!(route_class("/order/"), "checkout");
         assert_eq!(route_class("/product/hoodie/"), "page");
     }
 

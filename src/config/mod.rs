@@ -18,6 +18,7 @@ use crate::cache::rules::{self as cache_rules, CacheRules, NamePattern, PathMatc
 use crate::client_ip::ClientIpResolver;
 use crate::filter::FilterChain;
 use crate::ipfilter::{parse_net, IpFilter};
+use crate::ratelimit::{self, KeyPart, Limit, LimitMatch, Rate, RateLimitFilter, Scope};
 use crate::tls::CertTable;
 pub use diag::{Diagnostic, Diagnostics, Pos};
 use http::HeaderName;
@@ -56,6 +57,8 @@ pub struct Snapshot {
     pub bans: BanPolicy,
     /// Where bans are saved to survive restarts (fixed at start-up).
     pub ban_state_file: Option<PathBuf>,
+    /// Limits counted only for requests that reach the origin (after the cache).
+    pub origin_limits: Vec<Arc<Limit>>,
     /// Request-phase filters, in order (IP lists first).
     pub request_filters: FilterChain,
     /// Problems that do not stop `check` but may stop `run` (missing certificates).
@@ -445,6 +448,7 @@ fn compile(
             let b = block.value;
             let mut policy = BanPolicy {
                 allowlist: c.nets(&b.allowlist),
+                anonymize_logs: server.anonymize_ips,
                 ..BanPolicy::default()
             };
             if let Some(ladder) = &b.ladder {
@@ -467,8 +471,28 @@ fn compile(
                 .map(|f| base_of(&c.file).join(&f.value));
             (policy, file)
         }
-        None => (BanPolicy::default(), None),
+        None => (
+            BanPolicy {
+                anonymize_logs: server.anonymize_ips,
+                ..BanPolicy::default()
+            },
+            None,
+        ),
     };
+
+    // rate limits: request-phase ones join the filter chain, origin-scoped
+    // ones run after the cache
+    let mut request_limits = Vec::new();
+    let mut origin_limits = Vec::new();
+    if let Some(block) = raw.rate_limits {
+        c.file = block.file;
+        for limit in compile_limits(&mut c, block.value) {
+            match limit.scope {
+                Scope::All => request_limits.push(Arc::new(limit)),
+                Scope::Origin => origin_limits.push(Arc::new(limit)),
+            }
+        }
+    }
 
     // request filters, in pipeline order
     let mut request_filters = FilterChain::default();
@@ -481,6 +505,9 @@ fn compile(
     let ip_filter = IpFilter::new(allow, deny);
     if !ip_filter.is_noop() {
         request_filters.push(Box::new(ip_filter));
+    }
+    if !request_limits.is_empty() {
+        request_filters.push(Box::new(RateLimitFilter::new(request_limits)));
     }
 
     Snapshot {
@@ -495,6 +522,7 @@ fn compile(
         alerts,
         bans,
         ban_state_file,
+        origin_limits,
         request_filters,
         warnings: c.warnings,
     }
@@ -618,6 +646,143 @@ fn compile_upstream(
 /// The folder of a policy file, against which its relative paths are read.
 fn base_of(file: &Path) -> PathBuf {
     file.parent().unwrap_or(Path::new(".")).to_path_buf()
+}
+
+/// The `rate_limits` block: every limit, with problems reported at their line.
+fn compile_limits(c: &mut Checker<'_>, b: raw::RateLimitsBlock) -> Vec<Limit> {
+    let max_keys = b.max_keys.unwrap_or(100_000).max(100);
+    let mut names: Vec<String> = Vec::new();
+    let mut out = Vec::new();
+    for l in b.limits {
+        let before = c.diags.len();
+        let name = l.name.value.trim().to_string();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+        {
+            c.error(
+                &l.name,
+                format!("`{}` is not a limit name", l.name.value),
+                Some("letters, digits, `_` and `-`: it appears in logs and metrics"),
+            );
+        } else if names.contains(&name) {
+            c.error(
+                &l.name,
+                format!("two limits are named `{name}`"),
+                Some("names must be unique"),
+            );
+        }
+        names.push(name.clone());
+        let mut paths = Vec::new();
+        for p in &l.paths {
+            match PathMatch::parse(&p.value) {
+                Ok(m) => paths.push(m),
+                Err(e) => c.error(p, e, Some("a prefix such as `/wp-login.php` or a regex such as `~^/wp-json/wc/store/v1/checkout`")),
+            }
+        }
+        let mut methods = Vec::new();
+        for m in &l.methods {
+            match http::Method::from_bytes(m.value.to_ascii_uppercase().as_bytes()) {
+                Ok(method) => methods.push(method),
+                Err(_) => c.error(m, format!("`{}` is not an HTTP method", m.value), None),
+            }
+        }
+        let header = l.header.as_ref().and_then(|h| {
+            match HeaderName::try_from(h.value.to_ascii_lowercase()) {
+                Ok(name) => Some(name),
+                Err(_) => {
+                    c.error(h, format!("`{}` is not a header name", h.value), None);
+                    None
+                }
+            }
+        });
+        let mut key = Vec::new();
+        if l.key.value.is_empty() {
+            c.error(
+                &l.key,
+                "`key` is empty",
+                Some(
+                    "e.g. `[ip]`, `[ip_prefix]`, `[global]`, `[\"cookie:wp_woocommerce_session\"]`",
+                ),
+            );
+        }
+        for part in &l.key.value {
+            match parse_key_part(&part.value) {
+                Ok(k) => key.push(k),
+                Err(e) => c.error(part, e, Some("one of `ip`, `ip_prefix`, `global`, `header:NAME`, `cookie:NAME`, `query:NAME`")),
+            }
+        }
+        let (count, period) = match ratelimit::parse_rate(&l.rate.value) {
+            Ok(r) => r,
+            Err(e) => {
+                c.error(&l.rate, e, None);
+                (std::num::NonZeroU32::MIN, Duration::from_secs(1))
+            }
+        };
+        let burst = match &l.burst {
+            Some(b) => std::num::NonZeroU32::new(b.value).unwrap_or_else(|| {
+                c.error(
+                    b,
+                    "`burst` must be at least 1",
+                    Some("the number of requests allowed at once"),
+                );
+                std::num::NonZeroU32::MIN
+            }),
+            None => count,
+        };
+        if c.diags.len() > before {
+            continue;
+        }
+        let scope = match l.scope {
+            raw::LimitScope::All => Scope::All,
+            raw::LimitScope::Origin => Scope::Origin,
+        };
+        let action = match l.action {
+            raw::LimitAction::Block => ratelimit::Action::Block,
+            raw::LimitAction::Ban => ratelimit::Action::Ban,
+        };
+        out.push(Limit::new(
+            &name,
+            LimitMatch {
+                paths,
+                methods,
+                header,
+            },
+            key,
+            Rate {
+                count,
+                period,
+                burst,
+            },
+            scope,
+            action,
+            max_keys,
+        ));
+    }
+    out
+}
+
+fn parse_key_part(text: &str) -> Result<KeyPart, String> {
+    let text = text.trim();
+    match text.split_once(':') {
+        None => match text {
+            "ip" => Ok(KeyPart::Ip),
+            "ip_prefix" => Ok(KeyPart::IpPrefix),
+            "global" => Ok(KeyPart::Global),
+            other => Err(format!("unknown key `{other}`")),
+        },
+        Some(("header", name)) => HeaderName::try_from(name.trim().to_ascii_lowercase())
+            .map(KeyPart::Header)
+            .map_err(|_| format!("`{name}` is not a header name")),
+        Some(("cookie", name)) if !name.trim().is_empty() => {
+            Ok(KeyPart::Cookie(name.trim().to_string()))
+        }
+        Some(("query", name)) if !name.trim().is_empty() => {
+            Ok(KeyPart::Query(name.trim().to_string()))
+        }
+        Some(_) => Err(format!("unknown key `{text}`")),
+    }
 }
 
 /// The `alerts` block.

@@ -81,7 +81,18 @@ fn merge(into: &mut RawPolicy, from: RawPolicy, file: &Path, at: Pos, diags: &mu
             }
         )*};
     }
-    take_once!(server, tls, limits, client_ip, upstream, cache, stats, alerts, bans);
+    take_once!(
+        server,
+        tls,
+        limits,
+        client_ip,
+        upstream,
+        cache,
+        stats,
+        alerts,
+        bans,
+        rate_limits
+    );
     into.ip_filter.extend(from.ip_filter);
     into.seen.extend(from.seen);
     into.unreadable |= from.unreadable;
@@ -142,6 +153,7 @@ pub fn parse_file(path: &Path, diags: &mut Diagnostics) -> RawPolicy {
             "stats" => policy.stats = section(path, &src, diags),
             "alerts" => policy.alerts = section(path, &src, diags),
             "bans" => policy.bans = section(path, &src, diags),
+            "rate_limits" => policy.rate_limits = section(path, &src, diags),
             other => diags.push(
                 Diagnostic::new(path, at, format!("unknown block `{other}`"))
                     .with_hint(unknown_key_hint(other, SECTIONS)),

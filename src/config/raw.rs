@@ -20,6 +20,7 @@ pub struct RawPolicy {
     pub stats: Option<Block<StatsBlock>>,
     pub alerts: Option<Block<AlertsBlock>>,
     pub bans: Option<Block<BansBlock>>,
+    pub rate_limits: Option<Block<RateLimitsBlock>>,
     /// One per file that has an `ip_filter` block; the lists add up.
     pub ip_filter: Vec<Block<IpFilterBlock>>,
     /// Blocks written in any file, even those that failed to parse, so that a
@@ -49,6 +50,7 @@ pub const SECTIONS: &[&str] = &[
     "stats",
     "alerts",
     "bans",
+    "rate_limits",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -249,4 +251,49 @@ pub struct BansBlock {
     pub allowlist: Vec<Spanned<String>>,
     pub memory: Option<Dur>,
     pub state_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitsBlock {
+    pub max_keys: Option<usize>,
+    pub limits: Vec<LimitBlock>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitBlock {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub paths: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub methods: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub header: Option<Spanned<String>>,
+    pub key: Spanned<Vec<Spanned<String>>>,
+    pub rate: Spanned<String>,
+    #[serde(default)]
+    pub burst: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub scope: LimitScope,
+    #[serde(default)]
+    pub action: LimitAction,
+}
+
+/// Which requests a limit counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitScope {
+    #[default]
+    All,
+    Origin,
+}
+
+/// What a limit does past its rate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitAction {
+    #[default]
+    Block,
+    Ban,
 }

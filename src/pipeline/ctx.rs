@@ -63,6 +63,8 @@ impl Default for Client {
 pub struct Decision {
     pub by: &'static str,
     pub reason: Option<&'static str>,
+    /// The policy rule that matched (a rate limit's name...).
+    pub rule: Option<String>,
 }
 
 impl Default for Decision {
@@ -70,6 +72,7 @@ impl Default for Decision {
         Decision {
             by: "origin",
             reason: None,
+            rule: None,
         }
     }
 }

@@ -63,7 +63,13 @@ impl Proxy {
     ) -> Result<()> {
         ctx.decision.by = by;
         ctx.decision.reason = Some(reply.reason);
-        if reply.status >= 400 {
+        ctx.decision.rule = reply.rule.clone();
+        if let Some(reason) = reply.ban {
+            // Allowlisted clients are refused the request but never banned.
+            let _ = self.bans.ban(ctx.client.ip, None, reason);
+        }
+        // The audit log records security decisions, not origin errors.
+        if reply.status >= 400 && by != "proxy" {
             let anonymize_ips = ctx
                 .snapshot
                 .as_ref()
@@ -83,6 +89,7 @@ impl Proxy {
                 client_ip = %ip,
                 method = %req.method,
                 path = req.uri.path(),
+                rule = reply.rule.as_deref().unwrap_or("-"),
                 request_id = %ctx.request_id,
             );
         }
@@ -313,6 +320,36 @@ impl ProxyHttp for Proxy {
             .as_ref()?
             .rules
             .variance(meta, req)
+    }
+
+    /// After the cache: limits that count only requests reaching the origin,
+    /// so cached browsing is never throttled.
+    async fn proxy_upstream_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        let Some(snapshot) = ctx.snapshot.clone() else {
+            return Ok(true);
+        };
+        if snapshot.origin_limits.is_empty() {
+            return Ok(true);
+        }
+        let req = session.req_header();
+        let info = RequestInfo {
+            client_ip: ctx.client.ip,
+            method: &req.method,
+            uri: &req.uri,
+            headers: &req.headers,
+            request_id: &ctx.request_id,
+        };
+        match crate::ratelimit::check_all(&snapshot.origin_limits, &info) {
+            None => Ok(true),
+            Some(reply) => {
+                self.respond(session, ctx, "rate_limit", reply).await?;
+                Ok(false)
+            }
+        }
     }
 
     /// Serve stale while revalidating (`error` is None), and when the origin
@@ -726,6 +763,7 @@ impl ProxyHttp for Proxy {
                 request_id = %ctx.request_id,
                 decided_by = ctx.decision.by,
                 reason = ctx.decision.reason.unwrap_or("-"),
+                rule = ctx.decision.rule.as_deref().unwrap_or("-"),
                 cache = ctx.cache.status.unwrap_or("-"),
                 cache_bypass = ctx.cache.bypass.unwrap_or("-"),
                 error = e.map(|e| e.etype().as_str()).unwrap_or("-"),

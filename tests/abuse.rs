@@ -1,0 +1,225 @@
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+//! Rate limits: per-client buckets, 429 with Retry-After, origin-only limits
+//! that leave cached browsing alone, and limits that ban.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+const LOGIN_LIMIT: &str = "\
+rate_limits:
+  limits:
+    - name: login
+      paths: [\"/wp-login.php\"]
+      methods: [POST]
+      key: [ip]
+      rate: 3/m
+      burst: 3
+";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_then_429_with_retry_after_per_client() {
+    let origin = TestOrigin::start("shop").await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let proxy = Rempart::start(
+        &policy(listen, admin, &[origin.addr], LOGIN_LIMIT),
+        listen,
+        admin,
+    )
+    .await;
+    let a = client_from([127, 0, 0, 2]);
+    for _ in 0..3 {
+        assert_eq!(
+            a.post(proxy.url("/wp-login.php"))
+                .body("log=x&pwd=y")
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    let r = a
+        .post(proxy.url("/wp-login.php"))
+        .body("log=x&pwd=y")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=20).contains(&retry), "Retry-After {retry}");
+    assert_eq!(r.headers()["x-rempart-limit"], "login");
+    assert!(r.text().await.unwrap().contains("Too many requests"));
+    // JSON for API and XHR clients.
+    let r = a
+        .post(proxy.url("/wp-login.php"))
+        .header("x-requested-with", "XMLHttpRequest")
+        .body("log=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "rate_limited");
+    // Another client, and other pages, are not affected.
+    let b = client_from([127, 0, 0, 3]);
+    assert_eq!(
+        b.post(proxy.url("/wp-login.php"))
+            .body("log=x")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        a.get(proxy.url("/wp-login.php"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(origin.hits_for("/wp-login.php"), 5);
+    let metrics = proxy.metrics().await;
+    assert!(
+        metrics.contains("rempart_ratelimit_limited_total{limit=\"login\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        eventually(std::time::Duration::from_secs(3), || async {
+            proxy.log().contains("rule=\"login\"") || proxy.log().contains("rule=login")
+        })
+        .await,
+        "{}",
+        proxy.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_origin_limit_never_throttles_cached_browsing() {
+    let origin = TestOrigin::start("shop").await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let extra = format!(
+        "{}rate_limits:\n  limits:\n    - name: origin_protection\n      key: [ip]\n      rate: 2/m\n      burst: 2\n      scope: origin\n",
+        preset_block("woocommerce.yaml", "cache")
+    );
+    let proxy = Rempart::start(
+        &policy(listen, admin, &[origin.addr], &extra),
+        listen,
+        admin,
+    )
+    .await;
+    let c = client_from([127, 0, 0, 4]);
+    for i in 0..30 {
+        let r = c.get(proxy.url("/product/popular/")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "cached page throttled at request {i}");
+    }
+    assert_eq!(origin.hits_for("/product/popular/"), 1);
+    // Pages that reach the origin count: the first one above used one token.
+    assert_eq!(
+        c.get(proxy.url("/cart/")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        c.get(proxy.url("/cart/")).send().await.unwrap().status(),
+        429
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_limit_with_action_ban_bans_the_client() {
+    let origin = TestOrigin::start("shop").await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let extra = LOGIN_LIMIT.replace("      burst: 3\n", "      burst: 3\n      action: ban\n")
+        + "bans:\n  allowlist: [\"127.0.0.9\"]\n";
+    let proxy = Rempart::start(
+        &policy(listen, admin, &[origin.addr], &extra),
+        listen,
+        admin,
+    )
+    .await;
+    for ip in [[127, 0, 0, 5], [127, 0, 0, 9]] {
+        let c = client_from(ip);
+        for _ in 0..3 {
+            c.post(proxy.url("/wp-login.php"))
+                .body("log=a")
+                .send()
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            c.post(proxy.url("/wp-login.php"))
+                .body("log=a")
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            429
+        );
+    }
+    // The offender is banned everywhere; the allowlisted address never is.
+    let r = client_from([127, 0, 0, 5])
+        .get(proxy.url("/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.headers()["x-rempart-reason"], "banned");
+    assert_eq!(
+        client_from([127, 0, 0, 9])
+            .get(proxy.url("/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let bans: serde_json::Value = client()
+        .get(proxy.admin_url("/bans"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bans["bans"][0]["reason"], "rate_limit");
+    assert!(proxy
+        .metrics()
+        .await
+        .contains("rempart_bans_total{reason=\"rate_limit\"} 1"));
+}
+
+#[test]
+fn check_refuses_invalid_rates_and_keys_with_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("limits.yaml");
+    std::fs::write(
+        &path,
+        "upstream:\n  servers: [\"127.0.0.1:1\"]\nrate_limits:\n  limits:\n    - name: a\n      key: [ip, colour]\n      rate: 10/fortnight\n    - name: b\n      key: [\"cookie:\"]\n      rate: 0/s\n      burst: 0\n",
+    )
+    .unwrap();
+    let out = Command::new(binary())
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    let name = path.display();
+    for expected in [
+        format!("{name}:6:17: unknown key `colour`"),
+        format!("{name}:7:13: unknown rate unit `fortnight`"),
+        format!("{name}:9:13: unknown key `cookie:`"),
+        format!("{name}:10:13: `0` in `0/s` must be a whole number above zero"),
+        format!("{name}:11:14: `burst` must be at least 1"),
+    ] {
+        assert!(text.contains(&expected), "missing `{expected}` in:\n{text}");
+    }
+}

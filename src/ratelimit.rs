@@ -276,14 +276,20 @@ fn ip_prefix(ip: IpAddr) -> String {
     }
 }
 
+/// A cookie's value; `name*` takes the first cookie whose name starts with
+/// `name` (WooCommerce suffixes its session cookie with a hash).
 fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    let matches = |k: &str| match name.strip_suffix('*') {
+        Some(prefix) => k.starts_with(prefix),
+        None => k == name,
+    };
     headers
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
+        .find(|(k, _)| matches(k))
         .map(|(_, v)| v)
 }
 
@@ -443,6 +449,28 @@ mod tests {
             let _ = l.check(&info([10, b[1], b[2], b[3]], &get, &uri, &h));
         }
         assert!(l.keys() <= 501, "{} keys", l.keys());
+    }
+
+    #[test]
+    fn cookie_keys_take_a_prefix() {
+        let wc = limit(
+            "t_keys_wc",
+            vec![KeyPart::Cookie("wp_woocommerce_session_*".into())],
+            6,
+            3,
+        );
+        let (post, uri) = (http::Method::POST, http::Uri::from_static("/wp-login.php"));
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "cookie",
+            "a=1; wp_woocommerce_session_9f3a=42%7C%7Cabc"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            wc.key_of(&info([10, 1, 2, 3], &post, &uri, &h)).unwrap(),
+            "42%7C%7Cabc"
+        );
     }
 
     #[test]

@@ -223,3 +223,82 @@ fn check_refuses_invalid_rates_and_keys_with_their_line() {
         assert!(text.contains(&expected), "missing `{expected}` in:\n{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scanners_are_refused_and_banned_while_browsers_pass() {
+    let origin = TestOrigin::start("shop").await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let extra = "bots:\n  allow_user_agents: [\"nessus-internal\"]\n";
+    let proxy = Rempart::start(&policy(listen, admin, &[origin.addr], extra), listen, admin).await;
+    let scanner = client_from([127, 0, 0, 20]);
+    let r = scanner
+        .get(proxy.url("/wp-config.php.bak"))
+        .header("user-agent", "sqlmap/1.7.2#stable")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.headers()["x-rempart-reason"], "bad_bot");
+    // Banned: even with a browser's user agent now.
+    let r = scanner
+        .get(proxy.url("/"))
+        .header("user-agent", "Mozilla/5.0 Firefox/133.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-rempart-reason"], "banned");
+    let browser = client_from([127, 0, 0, 21]);
+    let r = browser
+        .get(proxy.url("/"))
+        .header("user-agent", "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let audit = client_from([127, 0, 0, 22]);
+    let r = audit
+        .get(proxy.url("/"))
+        .header("user-agent", "Nessus-Internal scan")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the allow list wins");
+    assert_eq!(origin.hits(), 2);
+    assert!(proxy
+        .metrics()
+        .await
+        .contains("rempart_bans_total{reason=\"scanner\"} 1"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_404_flood_gets_the_client_banned() {
+    let origin = TestOrigin::start("shop").await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let extra = "bots:\n  not_found_flood:\n    rate: 5/m\n    burst: 5\n";
+    let proxy = Rempart::start(&policy(listen, admin, &[origin.addr], extra), listen, admin).await;
+    let prober = client_from([127, 0, 0, 30]);
+    for i in 0..6 {
+        let r = prober
+            .get(proxy.url(&format!("/status/404/{i}.sql")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+    }
+    let r = prober.get(proxy.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.headers()["x-rempart-reason"], "banned");
+    // A shopper who hits a few dead links is fine.
+    let shopper = client_from([127, 0, 0, 31]);
+    for i in 0..3 {
+        shopper
+            .get(proxy.url(&format!("/status/404/{i}")))
+            .send()
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        shopper.get(proxy.url("/")).send().await.unwrap().status(),
+        200
+    );
+}

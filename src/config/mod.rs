@@ -14,6 +14,7 @@ pub mod units;
 
 use crate::alerts::AlertPolicy;
 use crate::bans::BanPolicy;
+use crate::bot::BotFilter;
 use crate::cache::rules::{self as cache_rules, CacheRules, NamePattern, PathMatch};
 use crate::client_ip::ClientIpResolver;
 use crate::filter::FilterChain;
@@ -59,6 +60,8 @@ pub struct Snapshot {
     pub ban_state_file: Option<PathBuf>,
     /// Limits counted only for requests that reach the origin (after the cache).
     pub origin_limits: Vec<Arc<Limit>>,
+    /// 404 answers per client before a ban (scanners probing for files).
+    pub not_found_flood: Option<Arc<Limit>>,
     /// Request-phase filters, in order (IP lists first).
     pub request_filters: FilterChain,
     /// Problems that do not stop `check` but may stop `run` (missing certificates).
@@ -509,6 +512,15 @@ fn compile(
     if !request_limits.is_empty() {
         request_filters.push(Box::new(RateLimitFilter::new(request_limits)));
     }
+    let mut not_found_flood = None;
+    if let Some(block) = raw.bots {
+        c.file = block.file;
+        let (filter, flood) = compile_bots(&mut c, block.value);
+        if let Some(f) = filter {
+            request_filters.push(Box::new(f));
+        }
+        not_found_flood = flood.map(Arc::new);
+    }
 
     Snapshot {
         source: file.to_path_buf(),
@@ -523,6 +535,7 @@ fn compile(
         bans,
         ban_state_file,
         origin_limits,
+        not_found_flood,
         request_filters,
         warnings: c.warnings,
     }
@@ -783,6 +796,80 @@ fn parse_key_part(text: &str) -> Result<KeyPart, String> {
         }
         Some(_) => Err(format!("unknown key `{text}`")),
     }
+}
+
+/// The `bots` block: the user-agent filter and the 404-flood limit.
+fn compile_bots(c: &mut Checker<'_>, b: raw::BotsBlock) -> (Option<BotFilter>, Option<Limit>) {
+    if b.enabled == Some(false) {
+        return (None, None);
+    }
+    let words = |c: &mut Checker<'_>, list: &[Spanned<String>]| -> Vec<String> {
+        list.iter()
+            .filter_map(|s| {
+                let w = s.value.trim();
+                if w.len() < 3 {
+                    c.error(
+                        s,
+                        format!("`{w}` is too short to match user agents safely"),
+                        Some("use at least 3 characters, e.g. `sqlmap`"),
+                    );
+                    None
+                } else {
+                    Some(w.to_string())
+                }
+            })
+            .collect()
+    };
+    let deny = match &b.deny_user_agents {
+        Some(list) => words(c, list),
+        None => crate::bot::DEFAULT_DENY
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    };
+    let allow = words(c, &b.allow_user_agents);
+    let filter = match BotFilter::new(&deny, &allow, b.ban_scanners.unwrap_or(true)) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            c.at::<()>(None, format!("bot lists do not compile: {e}"), None);
+            None
+        }
+    };
+    let flood = b.not_found_flood.and_then(|f| {
+        let (count, period) = match ratelimit::parse_rate(&f.rate.value) {
+            Ok(r) => r,
+            Err(e) => {
+                c.error(
+                    &f.rate,
+                    e,
+                    Some("e.g. `30/m`: more 404 answers than this get the client banned"),
+                );
+                return None;
+            }
+        };
+        let burst = f
+            .burst
+            .as_ref()
+            .map_or(Some(count), |b| std::num::NonZeroU32::new(b.value));
+        let Some(burst) = burst else {
+            c.at(f.burst.as_ref(), "`burst` must be at least 1", None);
+            return None;
+        };
+        Some(Limit::new(
+            "not_found_flood",
+            LimitMatch::default(),
+            vec![KeyPart::Ip],
+            Rate {
+                count,
+                period,
+                burst,
+            },
+            Scope::Origin,
+            ratelimit::Action::Ban,
+            100_000,
+        ))
+    });
+    (filter, flood)
 }
 
 /// The `alerts` block.

@@ -91,7 +91,8 @@ fn merge(into: &mut RawPolicy, from: RawPolicy, file: &Path, at: Pos, diags: &mu
         stats,
         alerts,
         bans,
-        rate_limits
+        rate_limits,
+        bots
     );
     into.ip_filter.extend(from.ip_filter);
     into.seen.extend(from.seen);
@@ -154,6 +155,7 @@ pub fn parse_file(path: &Path, diags: &mut Diagnostics) -> RawPolicy {
             "alerts" => policy.alerts = section(path, &src, diags),
             "bans" => policy.bans = section(path, &src, diags),
             "rate_limits" => policy.rate_limits = section(path, &src, diags),
+            "bots" => policy.bots = section(path, &src, diags),
             other => diags.push(
                 Diagnostic::new(path, at, format!("unknown block `{other}`"))
                     .with_hint(unknown_key_hint(other, SECTIONS)),

@@ -21,6 +21,7 @@ pub struct RawPolicy {
     pub alerts: Option<Block<AlertsBlock>>,
     pub bans: Option<Block<BansBlock>>,
     pub rate_limits: Option<Block<RateLimitsBlock>>,
+    pub bots: Option<Block<BotsBlock>>,
     /// One per file that has an `ip_filter` block; the lists add up.
     pub ip_filter: Vec<Block<IpFilterBlock>>,
     /// Blocks written in any file, even those that failed to parse, so that a
@@ -51,6 +52,7 @@ pub const SECTIONS: &[&str] = &[
     "alerts",
     "bans",
     "rate_limits",
+    "bots",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -296,4 +298,21 @@ pub enum LimitAction {
     #[default]
     Block,
     Ban,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BotsBlock {
+    pub enabled: Option<bool>,
+    pub deny_user_agents: Option<Vec<Spanned<String>>>,
+    pub allow_user_agents: Vec<Spanned<String>>,
+    pub ban_scanners: Option<bool>,
+    pub not_found_flood: Option<NotFoundFloodBlock>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotFoundFloodBlock {
+    pub rate: Spanned<String>,
+    pub burst: Option<Spanned<u32>>,
 }

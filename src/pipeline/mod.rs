@@ -710,6 +710,26 @@ impl ProxyHttp for Proxy {
         metrics::REQUESTS
             .with_label_values(&[route, class, ctx.decision.by])
             .inc();
+        // Scanners probing for files collect 404s: past the flood limit, a ban.
+        if status == 404 && ctx.decision.by == "origin" {
+            if let Some(flood) = ctx
+                .snapshot
+                .as_ref()
+                .and_then(|s| s.not_found_flood.clone())
+            {
+                let req = session.req_header();
+                let info = RequestInfo {
+                    client_ip: ctx.client.ip,
+                    method: &req.method,
+                    uri: &req.uri,
+                    headers: &req.headers,
+                    request_id: &ctx.request_id,
+                };
+                if flood.check(&info).is_err() && self.bans.check(ctx.client.ip).is_none() {
+                    let _ = self.bans.ban(ctx.client.ip, None, "not_found_flood");
+                }
+            }
+        }
         let anonymize_ips = ctx
             .snapshot
             .as_ref()

@@ -1,0 +1,151 @@
+//! Bot filtering by user agent: scanners and abusive scrapers are refused
+//! (and, by default, banned), while an allow list protects tools the shop
+//! relies on. Matching is case-insensitive on substrings of `User-Agent`.
+
+use crate::filter::{Reply, RequestFilter, RequestInfo, Verdict};
+use regex::RegexSet;
+
+/// Tools that only attackers point at a shop, and scrapers that ignore robots.txt.
+pub const DEFAULT_DENY: &[&str] = &[
+    "sqlmap",
+    "nikto",
+    "wpscan",
+    "nuclei",
+    "masscan",
+    "zgrab",
+    "nmap",
+    "dirbuster",
+    "gobuster",
+    "feroxbuster",
+    "ffuf",
+    "wfuzz",
+    "acunetix",
+    "netsparker",
+    "openvas",
+    "nessus",
+    "w3af",
+    "havij",
+    "jorgee",
+    "zmeu",
+    "morfeus",
+    "fimap",
+    "commix",
+    "whatweb",
+    "httpx/",
+    "interactsh",
+    "petalbot",
+    "mj12bot",
+    "dotbot",
+    "blexbot",
+    "serpstatbot",
+    "dataforseobot",
+    "megaindex",
+];
+
+/// The compiled user-agent lists.
+#[derive(Debug)]
+pub struct BotFilter {
+    deny: RegexSet,
+    allow: RegexSet,
+    ban: bool,
+}
+
+fn set(patterns: &[String]) -> Result<RegexSet, String> {
+    let escaped: Vec<String> = patterns
+        .iter()
+        .map(|p| format!("(?i){}", regex::escape(p)))
+        .collect();
+    RegexSet::new(escaped).map_err(|e| e.to_string())
+}
+
+impl BotFilter {
+    pub fn new(deny: &[String], allow: &[String], ban: bool) -> Result<Self, String> {
+        Ok(BotFilter {
+            deny: set(deny)?,
+            allow: set(allow)?,
+            ban,
+        })
+    }
+
+    /// The deny pattern a user agent matches, unless the allow list covers it.
+    pub fn verdict_for(&self, user_agent: &str) -> Verdict {
+        if self.allow.is_match(user_agent) || !self.deny.is_match(user_agent) {
+            return Verdict::Continue;
+        }
+        let rule = self.deny.matches(user_agent).iter().next().map(|i| {
+            self.deny.patterns()[i]
+                .trim_start_matches("(?i)")
+                .replace('\\', "")
+        });
+        let mut reply = Reply::new(
+            403,
+            "bad_bot",
+            "Automated scanning of this shop is not allowed.",
+        );
+        reply.rule = rule;
+        if self.ban {
+            reply.ban = Some("scanner");
+        }
+        Verdict::Respond(reply)
+    }
+}
+
+impl RequestFilter for BotFilter {
+    fn name(&self) -> &'static str {
+        "bots"
+    }
+
+    fn check(&self, req: &RequestInfo<'_>) -> Verdict {
+        let ua = req
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        self.verdict_for(ua)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(allow: &[&str]) -> BotFilter {
+        let deny: Vec<String> = DEFAULT_DENY.iter().map(|s| s.to_string()).collect();
+        let allow: Vec<String> = allow.iter().map(|s| s.to_string()).collect();
+        BotFilter::new(&deny, &allow, true).unwrap()
+    }
+
+    #[test]
+    fn scanners_are_refused_and_banned() {
+        let f = filter(&[]);
+        for ua in [
+            "sqlmap/1.7.2#stable (https://sqlmap.org)",
+            "Mozilla/5.0 (compatible; Nuclei - Open-source project)",
+            "WPScan v3.8.22",
+            "Nikto/2.5.0",
+        ] {
+            match f.verdict_for(ua) {
+                Verdict::Respond(r) => {
+                    assert_eq!(r.status, 403);
+                    assert_eq!(r.ban, Some("scanner"));
+                    assert!(r.rule.is_some());
+                }
+                Verdict::Continue => panic!("{ua} passed"),
+            }
+        }
+    }
+
+    #[test]
+    fn browsers_crawlers_and_allowed_tools_pass() {
+        let f = filter(&["nessus-internal-audit"]);
+        for ua in [
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
+            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+            "WooCommerce/9.4 Hookshot (WordPress/6.7)",
+            "Nessus-Internal-Audit/1.0",
+            "",
+        ] {
+            assert_eq!(f.verdict_for(ua), Verdict::Continue, "{ua}");
+        }
+    }
+}

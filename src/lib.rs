@@ -7,6 +7,7 @@ pub mod admin;
 pub mod alerts;
 pub mod bans;
 pub mod bot;
+pub mod bruteforce;
 pub mod cache;
 pub mod client_ip;
 pub mod config;

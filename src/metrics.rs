@@ -136,6 +136,15 @@ pub static RATE_LIMITED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     ))
 });
 
+/// Failed login attempts seen, by login rule.
+pub static LOGIN_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(register_int_counter_vec!(
+        "rempart_bruteforce_failures_total",
+        "Failed login attempts judged from the origin's answers",
+        &["login"]
+    ))
+});
+
 /// Bans placed, by reason.
 pub static BANS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     must(register_int_counter_vec!(

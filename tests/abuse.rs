@@ -302,3 +302,147 @@ async fn a_404_flood_gets_the_client_banned() {
         200
     );
 }
+
+const LOGINS: &str = "\
+brute_force:
+  logins:
+    - name: wp_login
+      paths: [\"/wp-login.php\"]
+      username_field: log
+      failure_status: [200]
+      max_per_ip: 3
+      max_per_user: 5
+      window: 10m
+    - name: xmlrpc
+      paths: [\"/xmlrpc.php\"]
+      xmlrpc: true
+      max_per_ip: 10
+      window: 10m
+";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_logins_lead_to_a_ban_and_successful_ones_do_not_count() {
+    let origin = TestOrigin::start("shop").await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let proxy = Rempart::start(
+        &policy(listen, admin, &[origin.addr], LOGINS),
+        listen,
+        admin,
+    )
+    .await;
+    let owner = client_from([127, 0, 0, 40]);
+    for _ in 0..6 {
+        let r = owner
+            .post(proxy.url("/wp-login.php"))
+            .body("log=owner&pwd=right")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302);
+    }
+    for _ in 0..2 {
+        assert_eq!(
+            owner
+                .post(proxy.url("/wp-login.php"))
+                .body("log=owner&pwd=typo")
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    assert_eq!(
+        owner.get(proxy.url("/")).send().await.unwrap().status(),
+        200,
+        "the shop owner is not banned"
+    );
+
+    let stuffer = client_from([127, 0, 0, 41]);
+    for i in 0..4 {
+        let r = stuffer
+            .post(proxy.url("/wp-login.php"))
+            .body(format!("log=admin&pwd=guess{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let r = stuffer.get(proxy.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.headers()["x-rempart-reason"], "banned");
+    let bans: serde_json::Value = client()
+        .get(proxy.admin_url("/bans"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bans["bans"][0]["reason"], "brute_force");
+    assert!(proxy
+        .metrics()
+        .await
+        .contains("rempart_bruteforce_failures_total{login=\"wp_login\"} 6"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_username_tried_from_many_addresses_gets_them_banned() {
+    let origin = TestOrigin::start("shop").await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let proxy = Rempart::start(
+        &policy(listen, admin, &[origin.addr], LOGINS),
+        listen,
+        admin,
+    )
+    .await;
+    // Two guesses each from four addresses: under the per-address limit, over the per-user one.
+    for ip in 50..54u8 {
+        let c = client_from([127, 0, 0, ip]);
+        for _ in 0..2 {
+            c.post(proxy.url("/wp-login.php"))
+                .body("log=Admin&pwd=x")
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    let banned = client_from([127, 0, 0, 53])
+        .get(proxy.url("/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        banned.status(),
+        403,
+        "the address that pushed `admin` past its limit"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_xmlrpc_multicall_counts_every_password_guess() {
+    let origin = TestOrigin::start("shop").await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let proxy = Rempart::start(
+        &policy(listen, admin, &[origin.addr], LOGINS),
+        listen,
+        admin,
+    )
+    .await;
+    let call = "<value><struct><member><name>methodName</name><value><string>wp.getUsersBlogs</string></value></member><member><name>params</name><value><array><data><value><string>admin</string></value><value><string>pass</string></value></data></array></value></member></struct></value>";
+    let body = format!(
+        "<?xml version=\"1.0\"?><methodCall><methodName>system.multicall</methodName><params><param><value><array><data>{}</data></array></value></param></params></methodCall>",
+        call.repeat(50)
+    );
+    let c = client_from([127, 0, 0, 60]);
+    let r = c
+        .post(proxy.url("/xmlrpc.php"))
+        .header("content-type", "text/xml")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the request itself went through");
+    let r = c.get(proxy.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 403, "50 guesses in one request are 50 attempts");
+}

@@ -15,6 +15,7 @@ pub mod units;
 use crate::alerts::AlertPolicy;
 use crate::bans::BanPolicy;
 use crate::bot::BotFilter;
+use crate::bruteforce::LoginRule;
 use crate::cache::rules::{self as cache_rules, CacheRules, NamePattern, PathMatch};
 use crate::client_ip::ClientIpResolver;
 use crate::filter::FilterChain;
@@ -62,6 +63,8 @@ pub struct Snapshot {
     pub origin_limits: Vec<Arc<Limit>>,
     /// 404 answers per client before a ban (scanners probing for files).
     pub not_found_flood: Option<Arc<Limit>>,
+    /// Logins whose failures are counted from the origin's answers.
+    pub logins: Vec<Arc<LoginRule>>,
     /// Request-phase filters, in order (IP lists first).
     pub request_filters: FilterChain,
     /// Problems that do not stop `check` but may stop `run` (missing certificates).
@@ -497,6 +500,15 @@ fn compile(
         }
     }
 
+    // brute force
+    let logins = match raw.brute_force {
+        Some(block) => {
+            c.file = block.file;
+            compile_logins(&mut c, block.value)
+        }
+        None => Vec::new(),
+    };
+
     // request filters, in pipeline order
     let mut request_filters = FilterChain::default();
     let (mut allow, mut deny) = (Vec::new(), Vec::new());
@@ -536,6 +548,7 @@ fn compile(
         ban_state_file,
         origin_limits,
         not_found_flood,
+        logins,
         request_filters,
         warnings: c.warnings,
     }
@@ -796,6 +809,62 @@ fn parse_key_part(text: &str) -> Result<KeyPart, String> {
         }
         Some(_) => Err(format!("unknown key `{text}`")),
     }
+}
+
+/// The `brute_force` block.
+fn compile_logins(c: &mut Checker<'_>, b: raw::BruteForceBlock) -> Vec<Arc<LoginRule>> {
+    let mut out = Vec::new();
+    for l in b.logins {
+        let before = c.diags.len();
+        let mut paths = Vec::new();
+        for p in &l.paths {
+            match PathMatch::parse(&p.value) {
+                Ok(m) => paths.push(m),
+                Err(e) => c.error(p, e, Some("e.g. `/wp-login.php`")),
+            }
+        }
+        if l.paths.is_empty() {
+            c.error(
+                &l.name,
+                "a login needs `paths`",
+                Some("e.g. `paths: [\"/wp-login.php\"]`"),
+            );
+        }
+        let methods: Vec<http::Method> = if l.methods.is_empty() {
+            vec![http::Method::POST]
+        } else {
+            l.methods
+                .iter()
+                .filter_map(|m| {
+                    match http::Method::from_bytes(m.value.to_ascii_uppercase().as_bytes()) {
+                        Ok(method) => Some(method),
+                        Err(_) => {
+                            c.error(m, format!("`{}` is not an HTTP method", m.value), None);
+                            None
+                        }
+                    }
+                })
+                .collect()
+        };
+        if !l.xmlrpc && l.failure_status.is_empty() {
+            c.error(&l.name, "a login needs `failure_status` (or `xmlrpc: true`)", Some("WordPress answers a failed login with 200 and a success with 302: `failure_status: [200]`"));
+        }
+        if c.diags.len() > before {
+            continue;
+        }
+        out.push(Arc::new(LoginRule {
+            name: l.name.value.clone(),
+            paths,
+            methods,
+            username_field: l.username_field,
+            failure_status: l.failure_status,
+            xmlrpc: l.xmlrpc,
+            max_per_ip: l.max_per_ip.unwrap_or(10),
+            max_per_user: l.max_per_user.unwrap_or(20),
+            window: l.window.map_or(Duration::from_secs(600), |w| w.0),
+        }));
+    }
+    out
 }
 
 /// The `bots` block: the user-agent filter and the 404-flood limit.

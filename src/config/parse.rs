@@ -92,7 +92,8 @@ fn merge(into: &mut RawPolicy, from: RawPolicy, file: &Path, at: Pos, diags: &mu
         alerts,
         bans,
         rate_limits,
-        bots
+        bots,
+        brute_force
     );
     into.ip_filter.extend(from.ip_filter);
     into.seen.extend(from.seen);
@@ -156,6 +157,7 @@ pub fn parse_file(path: &Path, diags: &mut Diagnostics) -> RawPolicy {
             "bans" => policy.bans = section(path, &src, diags),
             "rate_limits" => policy.rate_limits = section(path, &src, diags),
             "bots" => policy.bots = section(path, &src, diags),
+            "brute_force" => policy.brute_force = section(path, &src, diags),
             other => diags.push(
                 Diagnostic::new(path, at, format!("unknown block `{other}`"))
                     .with_hint(unknown_key_hint(other, SECTIONS)),

@@ -22,6 +22,7 @@ pub struct RawPolicy {
     pub bans: Option<Block<BansBlock>>,
     pub rate_limits: Option<Block<RateLimitsBlock>>,
     pub bots: Option<Block<BotsBlock>>,
+    pub brute_force: Option<Block<BruteForceBlock>>,
     /// One per file that has an `ip_filter` block; the lists add up.
     pub ip_filter: Vec<Block<IpFilterBlock>>,
     /// Blocks written in any file, even those that failed to parse, so that a
@@ -53,6 +54,7 @@ pub const SECTIONS: &[&str] = &[
     "bans",
     "rate_limits",
     "bots",
+    "brute_force",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -315,4 +317,31 @@ pub struct BotsBlock {
 pub struct NotFoundFloodBlock {
     pub rate: Spanned<String>,
     pub burst: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BruteForceBlock {
+    pub logins: Vec<LoginBlock>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBlock {
+    pub name: Spanned<String>,
+    pub paths: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub methods: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub username_field: Option<String>,
+    #[serde(default)]
+    pub failure_status: Vec<u16>,
+    #[serde(default)]
+    pub xmlrpc: bool,
+    #[serde(default)]
+    pub max_per_ip: Option<u64>,
+    #[serde(default)]
+    pub max_per_user: Option<u64>,
+    #[serde(default)]
+    pub window: Option<NonZeroDur>,
 }

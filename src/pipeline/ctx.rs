@@ -17,6 +17,8 @@ pub struct RequestCtx {
     pub decision: Decision,
     pub upstream: UpstreamAttempts,
     pub cache: CacheFacts,
+    /// A login attempt being watched (brute-force protection).
+    pub login: Option<LoginCapture>,
     pub request_id: String,
     /// Request body bytes seen so far (for the body size limit).
     pub body_bytes: u64,
@@ -94,4 +96,11 @@ pub struct CacheFacts {
     pub bypass: Option<&'static str>,
     /// The `x-cache` value sent: HIT, MISS, STALE, BYPASS, EXPIRED, REVALIDATED.
     pub status: Option<&'static str>,
+}
+
+/// The body of a login request, kept (bounded) to read its username.
+#[derive(Debug)]
+pub struct LoginCapture {
+    pub rule: Arc<crate::bruteforce::LoginRule>,
+    pub body: Vec<u8>,
 }

@@ -444,6 +444,16 @@ impl ProxyHttp for Proxy {
             self.respond(session, ctx, by, reply).await?;
             return Ok(true);
         }
+        if let Some(rule) = snapshot
+            .logins
+            .iter()
+            .find(|r| r.matches(&req.method, &req.uri))
+        {
+            ctx.login = Some(ctx::LoginCapture {
+                rule: rule.clone(),
+                body: Vec::new(),
+            });
+        }
         Ok(false)
     }
 
@@ -455,6 +465,12 @@ impl ProxyHttp for Proxy {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let (Some(chunk), Some(login)) = (body.as_ref(), ctx.login.as_mut()) {
+            let room = crate::bruteforce::MAX_BODY.saturating_sub(login.body.len());
+            login
+                .body
+                .extend_from_slice(&chunk[..chunk.len().min(room)]);
+        }
         if let (Some(chunk), Some(snapshot)) = (body.as_ref(), ctx.snapshot.as_ref()) {
             ctx.body_bytes += chunk.len() as u64;
             if ctx.body_bytes > snapshot.limits.max_body_bytes {
@@ -632,6 +648,14 @@ impl ProxyHttp for Proxy {
                 metrics::UPSTREAM_DURATION
                     .with_label_values(&[&current.server.name])
                     .observe(elapsed_secs(sent));
+            }
+        }
+        if let Some(login) = ctx.login.take() {
+            let attempt = crate::bruteforce::read_attempt(&login.rule, &login.body);
+            let status = upstream_response.status.as_u16();
+            if crate::bruteforce::record(&login.rule, &ctx.client.ip.to_string(), &attempt, status)
+            {
+                let _ = self.bans.ban(ctx.client.ip, None, "brute_force");
             }
         }
         let upgrade = upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS;

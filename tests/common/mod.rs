@@ -138,6 +138,16 @@ async fn serve_connection(
                 .and_then(|s| s.get(..3))
                 .and_then(|s| s.parse::<u16>().ok())
                 .unwrap_or(200);
+            // Like WordPress: a failed login answers 200 (with an error), a good one 302.
+            let status = if method == "POST" && path.starts_with("/wp-login.php") {
+                if String::from_utf8_lossy(&body).contains("pwd=right") {
+                    302
+                } else {
+                    200
+                }
+            } else {
+                status
+            };
             for (k, v) in &query {
                 if let ("h", Some((hn, hv))) = (k.as_str(), v.split_once(':')) {
                     extra_headers.push_str(&format!("{hn}: {}\r\n", hv.trim()));

@@ -1,0 +1,254 @@
+//! Brute-force protection: login attempts are judged by the origin's answer
+//! (WordPress answers 200 with an error on a failed login and 302 on
+//! success; the policy says which statuses mean what), failures are counted
+//! per client address and per username over a window, and past a threshold
+//! the client is banned. XML-RPC `system.multicall` packs many password
+//! guesses into one request: each call counts as one attempt.
+//!
+//! Counters live in a bounded, expiring map (moka): memory stays bounded
+//! under a flood of addresses or usernames, and a quiet client is forgotten
+//! after the window.
+
+use crate::cache::rules::PathMatch;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+/// Largest login body inspected (forms are small; XML-RPC multicalls are not).
+pub const MAX_BODY: usize = 64 << 10;
+
+/// One protected login.
+#[derive(Debug, Clone)]
+pub struct LoginRule {
+    pub name: String,
+    pub paths: Vec<PathMatch>,
+    pub methods: Vec<http::Method>,
+    /// Form field holding the username (`log` for WordPress, `email` for PrestaShop).
+    pub username_field: Option<String>,
+    /// Statuses that mean "wrong password".
+    pub failure_status: Vec<u16>,
+    /// Count every XML-RPC authentication call as an attempt, whatever the answer.
+    pub xmlrpc: bool,
+    pub max_per_ip: u64,
+    pub max_per_user: u64,
+    pub window: Duration,
+}
+
+impl LoginRule {
+    pub fn matches(&self, method: &http::Method, uri: &http::Uri) -> bool {
+        let path = uri.path();
+        let pq = uri.path_and_query().map_or(path, |p| p.as_str());
+        (self.methods.is_empty() || self.methods.contains(method))
+            && self.paths.iter().any(|p| p.matches(path, pq))
+    }
+}
+
+/// What a request body says about a login attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Attempt {
+    pub username: Option<String>,
+    /// Authentication calls in the request (1 for a form, N for a multicall).
+    pub calls: u64,
+}
+
+/// XML-RPC methods that take a username and password.
+const XMLRPC_AUTH_METHODS: &[&str] = &[
+    "wp.getUsersBlogs",
+    "wp.getProfile",
+    "wp.getUsers",
+    "wp.getOptions",
+    "wp.getPosts",
+    "wp.newPost",
+    "wp.getComments",
+    "metaWeblog.getUsersBlogs",
+    "blogger.getUsersBlogs",
+    "wp.getCategories",
+];
+
+/// Reads a login body: the username of a form, or the calls of an XML-RPC request.
+pub fn read_attempt(rule: &LoginRule, body: &[u8]) -> Attempt {
+    let text = String::from_utf8_lossy(body);
+    if rule.xmlrpc {
+        let calls = XMLRPC_AUTH_METHODS
+            .iter()
+            .map(|m| {
+                text.matches(&format!("<methodName>{m}</methodName>"))
+                    .count()
+            })
+            .sum::<usize>()
+            + XMLRPC_AUTH_METHODS
+                .iter()
+                .map(|m| text.matches(&format!("<string>{m}</string>")).count())
+                .sum::<usize>();
+        // A multicall names its inner methods as strings; a plain call as methodName.
+        return Attempt {
+            username: None,
+            calls: (calls as u64).max(1),
+        };
+    }
+    let username = rule.username_field.as_ref().and_then(|field| {
+        text.split('&')
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| url_decode(k) == *field)
+            .map(|(_, v)| url_decode(v).trim().to_lowercase())
+            .filter(|u| !u.is_empty())
+            .map(|mut u| {
+                u.truncate(128);
+                u
+            })
+    });
+    Attempt { username, calls: 1 }
+}
+
+fn url_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = text
+            .get(i + 1..i + 3)
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Failure counters: `(rule, "ip"|"user", value)` → count, forgotten after
+/// the longest window in use (entries carry their own start time).
+static COUNTERS: LazyLock<moka::sync::Cache<String, (u64, std::time::Instant)>> =
+    LazyLock::new(|| {
+        moka::sync::Cache::builder()
+            .max_capacity(200_000)
+            .time_to_idle(Duration::from_secs(24 * 3600))
+            .build()
+    });
+
+fn bump(key: String, n: u64, window: Duration) -> u64 {
+    let now = std::time::Instant::now();
+    let entry = COUNTERS
+        .entry(key)
+        .and_upsert_with(|old| match old.map(|e| e.into_value()) {
+            Some((count, since)) if now.duration_since(since) < window => (count + n, since),
+            _ => (n, now),
+        });
+    entry.into_value().0
+}
+
+/// Records the outcome of an attempt; returns true when the client must be banned.
+pub fn record(rule: &LoginRule, client: &str, attempt: &Attempt, status: u16) -> bool {
+    // A form without the username field is another form on the same page
+    // (an address or account edit), not a login.
+    let not_a_login = !rule.xmlrpc && rule.username_field.is_some() && attempt.username.is_none();
+    let failed = rule.xmlrpc || rule.failure_status.contains(&status);
+    if not_a_login || !failed {
+        return false;
+    }
+    crate::metrics::LOGIN_FAILURES
+        .with_label_values(&[&rule.name])
+        .inc_by(attempt.calls);
+    let per_ip = bump(
+        format!("{}|ip|{client}", rule.name),
+        attempt.calls,
+        rule.window,
+    );
+    let per_user = attempt.username.as_ref().map_or(0, |u| {
+        bump(
+            format!("{}|user|{u}", rule.name),
+            attempt.calls,
+            rule.window,
+        )
+    });
+    per_ip > rule.max_per_ip || (attempt.username.is_some() && per_user > rule.max_per_user)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(xmlrpc: bool) -> LoginRule {
+        LoginRule {
+            name: format!("t{xmlrpc}"),
+            paths: vec![PathMatch::parse(if xmlrpc {
+                "/xmlrpc.php"
+            } else {
+                "/wp-login.php"
+            })
+            .unwrap()],
+            methods: vec![http::Method::POST],
+            username_field: Some("log".into()),
+            failure_status: vec![200],
+            xmlrpc,
+            max_per_ip: 3,
+            max_per_user: 5,
+            window: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn usernames_are_read_from_the_form() {
+        let a = read_attempt(
+            &rule(false),
+            b"log=Admin%40Shop.example&pwd=p%26ss&wp-submit=Log+In",
+        );
+        assert_eq!(
+            a,
+            Attempt {
+                username: Some("admin@shop.example".into()),
+                calls: 1
+            }
+        );
+        assert_eq!(read_attempt(&rule(false), b"pwd=x").username, None);
+        assert_eq!(read_attempt(&rule(false), &[0xff, 0xfe, b'=']).calls, 1);
+    }
+
+    #[test]
+    fn a_multicall_counts_every_guess() {
+        let call = "<value><struct><member><name>methodName</name><value><string>wp.getUsersBlogs</string></value></member></struct></value>";
+        let body = format!(
+            "<methodCall><methodName>system.multicall</methodName><params>{}</params></methodCall>",
+            call.repeat(40)
+        );
+        assert_eq!(read_attempt(&rule(true), body.as_bytes()).calls, 40);
+    }
+
+    #[test]
+    fn failures_past_the_threshold_ban_and_successes_do_not_count() {
+        let r = rule(false);
+        let a = Attempt {
+            username: Some("admin".into()),
+            calls: 1,
+        };
+        for _ in 0..10 {
+            assert!(
+                !record(&r, "198.51.100.1", &a, 302),
+                "a success never counts"
+            );
+        }
+        let address_form = Attempt {
+            username: None,
+            calls: 1,
+        };
+        for _ in 0..10 {
+            assert!(
+                !record(&r, "198.51.100.2", &address_form, 200),
+                "not a login form"
+            );
+        }
+        assert!(!record(&r, "198.51.100.2", &a, 200));
+        assert!(!record(&r, "198.51.100.2", &a, 200));
+        assert!(!record(&r, "198.51.100.2", &a, 200));
+        assert!(record(&r, "198.51.100.2", &a, 200));
+    }
+}

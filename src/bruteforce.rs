@@ -24,8 +24,14 @@ pub struct LoginRule {
     pub methods: Vec<http::Method>,
     /// Form field holding the username (`log` for WordPress, `email` for PrestaShop).
     pub username_field: Option<String>,
-    /// Statuses that mean "wrong password".
+    /// Statuses that mean "wrong password" (or "payment refused").
     pub failure_status: Vec<u16>,
+    /// Text in the origin's answer that means failure, e.g. `"result":"failure"`.
+    pub failure_body: Option<String>,
+    /// Cookie whose value is counted like a username (a cart session).
+    pub session_cookie: Option<String>,
+    /// Ban reason: `brute_force` or `card_testing`.
+    pub ban_reason: &'static str,
     /// Count every XML-RPC authentication call as an attempt, whatever the answer.
     pub xmlrpc: bool,
     pub max_per_ip: u64,
@@ -63,6 +69,20 @@ const XMLRPC_AUTH_METHODS: &[&str] = &[
     "blogger.getUsersBlogs",
     "wp.getCategories",
 ];
+
+/// The value of the rule's session cookie in a `Cookie` header (`name*` takes a prefix).
+pub fn session_of(rule: &LoginRule, cookie_header: &str) -> Option<String> {
+    let name = rule.session_cookie.as_deref()?;
+    let matches = |k: &str| {
+        name.strip_suffix('*')
+            .map_or(k == name, |p| k.starts_with(p))
+    };
+    cookie_header
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| matches(k))
+        .map(|(_, v)| v.chars().take(128).collect())
+}
 
 /// Reads a login body: the username of a form, or the calls of an XML-RPC request.
 pub fn read_attempt(rule: &LoginRule, body: &[u8]) -> Attempt {
@@ -146,12 +166,22 @@ fn bump(key: String, n: u64, window: Duration) -> u64 {
     entry.into_value().0
 }
 
+/// Whether the status alone says the attempt failed (`None`: the body must tell).
+pub fn judge_status(rule: &LoginRule, status: u16) -> Option<bool> {
+    if rule.xmlrpc || rule.failure_status.contains(&status) {
+        Some(true)
+    } else if rule.failure_body.is_some() && (200..300).contains(&status) {
+        None
+    } else {
+        Some(false)
+    }
+}
+
 /// Records the outcome of an attempt; returns true when the client must be banned.
-pub fn record(rule: &LoginRule, client: &str, attempt: &Attempt, status: u16) -> bool {
+pub fn record(rule: &LoginRule, client: &str, attempt: &Attempt, failed: bool) -> bool {
     // A form without the username field is another form on the same page
     // (an address or account edit), not a login.
     let not_a_login = !rule.xmlrpc && rule.username_field.is_some() && attempt.username.is_none();
-    let failed = rule.xmlrpc || rule.failure_status.contains(&status);
     if not_a_login || !failed {
         return false;
     }
@@ -189,11 +219,24 @@ mod tests {
             methods: vec![http::Method::POST],
             username_field: Some("log".into()),
             failure_status: vec![200],
+            failure_body: None,
+            session_cookie: None,
+            ban_reason: "brute_force",
             xmlrpc,
             max_per_ip: 3,
             max_per_user: 5,
             window: Duration::from_secs(60),
         }
+    }
+
+    #[test]
+    fn a_payment_failure_can_be_read_from_the_body() {
+        let mut r = rule(false);
+        r.failure_status = vec![402];
+        r.failure_body = Some("\"result\":\"failure\"".into());
+        assert_eq!(judge_status(&r, 402), Some(true));
+        assert_eq!(judge_status(&r, 200), None, "the body decides");
+        assert_eq!(judge_status(&r, 302), Some(false));
     }
 
     #[test]
@@ -232,7 +275,7 @@ mod tests {
         };
         for _ in 0..10 {
             assert!(
-                !record(&r, "198.51.100.1", &a, 302),
+                !record(&r, "198.51.100.1", &a, judge_status(&r, 302).unwrap()),
                 "a success never counts"
             );
         }
@@ -242,13 +285,13 @@ mod tests {
         };
         for _ in 0..10 {
             assert!(
-                !record(&r, "198.51.100.2", &address_form, 200),
+                !record(&r, "198.51.100.2", &address_form, true),
                 "not a login form"
             );
         }
-        assert!(!record(&r, "198.51.100.2", &a, 200));
-        assert!(!record(&r, "198.51.100.2", &a, 200));
-        assert!(!record(&r, "198.51.100.2", &a, 200));
-        assert!(record(&r, "198.51.100.2", &a, 200));
+        assert!(!record(&r, "198.51.100.2", &a, true));
+        assert!(!record(&r, "198.51.100.2", &a, true));
+        assert!(!record(&r, "198.51.100.2", &a, true));
+        assert!(record(&r, "198.51.100.2", &a, true));
     }
 }

@@ -446,3 +446,106 @@ async fn an_xmlrpc_multicall_counts_every_password_guess() {
     let r = c.get(proxy.url("/")).send().await.unwrap();
     assert_eq!(r.status(), 403, "50 guesses in one request are 50 attempts");
 }
+
+const CARD_TESTING: &str = "\
+card_testing:
+  checkouts:
+    - name: checkout
+      paths: [\"/wp-json/wc/store/v1/checkout\", \"~[?&]wc-ajax=checkout\"]
+      failure_status: [402]
+      failure_body: \"declined\"
+      session_cookie: \"wp_woocommerce_session_*\"
+      max_per_ip: 3
+      max_per_user: 4
+      window: 1h
+";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn declined_payments_past_the_limit_ban_the_card_tester() {
+    let origin = TestOrigin::start("shop").await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let proxy = Rempart::start(
+        &policy(listen, admin, &[origin.addr], CARD_TESTING),
+        listen,
+        admin,
+    )
+    .await;
+    // A buyer whose payments go through is never counted.
+    let buyer = client_from([127, 0, 0, 70]);
+    for _ in 0..6 {
+        let r = buyer
+            .post(proxy.url("/?wc-ajax=checkout"))
+            .body("card=4242&outcome=ok")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(
+        buyer.get(proxy.url("/")).send().await.unwrap().status(),
+        200
+    );
+    // A tester: the origin answers 200 with "declined" in the body, as
+    // WooCommerce's AJAX checkout does (a 402 from the Store API is judged by
+    // status; see the unit tests).
+    let tester = client_from([127, 0, 0, 71]);
+    for i in 0..4 {
+        tester
+            .post(proxy.url("/?wc-ajax=checkout"))
+            .body(format!("card=400000000000000{i}&outcome=declined"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let r = tester.get(proxy.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let bans: serde_json::Value = client()
+        .get(proxy.admin_url("/bans"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bans["bans"][0]["reason"], "card_testing");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_cart_session_declined_from_many_addresses_is_caught() {
+    let origin = TestOrigin::start("shop").await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let proxy = Rempart::start(
+        &policy(listen, admin, &[origin.addr], CARD_TESTING),
+        listen,
+        admin,
+    )
+    .await;
+    for ip in 80..85u8 {
+        client_from([127, 0, 0, ip])
+            .post(proxy.url("/?wc-ajax=checkout"))
+            .header("cookie", "wp_woocommerce_session_ab12=SESSION-1")
+            .body("card=x&outcome=declined")
+            .send()
+            .await
+            .unwrap();
+    }
+    // The fifth declined attempt on the same session crossed max_per_user.
+    assert_eq!(
+        client_from([127, 0, 0, 84])
+            .get(proxy.url("/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        client_from([127, 0, 0, 80])
+            .get(proxy.url("/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}

@@ -501,13 +501,21 @@ fn compile(
     }
 
     // brute force
-    let logins = match raw.brute_force {
+    let mut logins = match raw.brute_force {
         Some(block) => {
             c.file = block.file;
-            compile_logins(&mut c, block.value)
+            compile_logins(&mut c, block.value.logins, "brute_force")
         }
         None => Vec::new(),
     };
+    if let Some(block) = raw.card_testing {
+        c.file = block.file;
+        logins.extend(compile_logins(
+            &mut c,
+            block.value.checkouts,
+            "card_testing",
+        ));
+    }
 
     // request filters, in pipeline order
     let mut request_filters = FilterChain::default();
@@ -812,9 +820,13 @@ fn parse_key_part(text: &str) -> Result<KeyPart, String> {
 }
 
 /// The `brute_force` block.
-fn compile_logins(c: &mut Checker<'_>, b: raw::BruteForceBlock) -> Vec<Arc<LoginRule>> {
+fn compile_logins(
+    c: &mut Checker<'_>,
+    rules: Vec<raw::LoginBlock>,
+    ban_reason: &'static str,
+) -> Vec<Arc<LoginRule>> {
     let mut out = Vec::new();
-    for l in b.logins {
+    for l in rules {
         let before = c.diags.len();
         let mut paths = Vec::new();
         for p in &l.paths {
@@ -846,7 +858,7 @@ fn compile_logins(c: &mut Checker<'_>, b: raw::BruteForceBlock) -> Vec<Arc<Login
                 })
                 .collect()
         };
-        if !l.xmlrpc && l.failure_status.is_empty() {
+        if !l.xmlrpc && l.failure_status.is_empty() && l.failure_body.is_none() {
             c.error(&l.name, "a login needs `failure_status` (or `xmlrpc: true`)", Some("WordPress answers a failed login with 200 and a success with 302: `failure_status: [200]`"));
         }
         if c.diags.len() > before {
@@ -858,6 +870,9 @@ fn compile_logins(c: &mut Checker<'_>, b: raw::BruteForceBlock) -> Vec<Arc<Login
             methods,
             username_field: l.username_field,
             failure_status: l.failure_status,
+            failure_body: l.failure_body.filter(|b| !b.is_empty()),
+            session_cookie: l.session_cookie,
+            ban_reason,
             xmlrpc: l.xmlrpc,
             max_per_ip: l.max_per_ip.unwrap_or(10),
             max_per_user: l.max_per_user.unwrap_or(20),

@@ -93,7 +93,8 @@ fn merge(into: &mut RawPolicy, from: RawPolicy, file: &Path, at: Pos, diags: &mu
         bans,
         rate_limits,
         bots,
-        brute_force
+        brute_force,
+        card_testing
     );
     into.ip_filter.extend(from.ip_filter);
     into.seen.extend(from.seen);
@@ -158,6 +159,7 @@ pub fn parse_file(path: &Path, diags: &mut Diagnostics) -> RawPolicy {
             "rate_limits" => policy.rate_limits = section(path, &src, diags),
             "bots" => policy.bots = section(path, &src, diags),
             "brute_force" => policy.brute_force = section(path, &src, diags),
+            "card_testing" => policy.card_testing = section(path, &src, diags),
             other => diags.push(
                 Diagnostic::new(path, at, format!("unknown block `{other}`"))
                     .with_hint(unknown_key_hint(other, SECTIONS)),

@@ -23,6 +23,7 @@ pub struct RawPolicy {
     pub rate_limits: Option<Block<RateLimitsBlock>>,
     pub bots: Option<Block<BotsBlock>>,
     pub brute_force: Option<Block<BruteForceBlock>>,
+    pub card_testing: Option<Block<CardTestingBlock>>,
     /// One per file that has an `ip_filter` block; the lists add up.
     pub ip_filter: Vec<Block<IpFilterBlock>>,
     /// Blocks written in any file, even those that failed to parse, so that a
@@ -55,6 +56,7 @@ pub const SECTIONS: &[&str] = &[
     "rate_limits",
     "bots",
     "brute_force",
+    "card_testing",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -344,4 +346,14 @@ pub struct LoginBlock {
     pub max_per_user: Option<u64>,
     #[serde(default)]
     pub window: Option<NonZeroDur>,
+    #[serde(default)]
+    pub failure_body: Option<String>,
+    #[serde(default)]
+    pub session_cookie: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CardTestingBlock {
+    pub checkouts: Vec<LoginBlock>,
 }

@@ -103,4 +103,11 @@ pub struct CacheFacts {
 pub struct LoginCapture {
     pub rule: Arc<crate::bruteforce::LoginRule>,
     pub body: Vec<u8>,
+    /// The cart session, for rules that count per session.
+    pub session: Option<String>,
+    /// Set once the answer's status is in but the body must still be read.
+    pub pending: Option<crate::bruteforce::Attempt>,
+    /// The end of the previous body chunk (a pattern may straddle chunks).
+    pub tail: Vec<u8>,
+    pub scanned: usize,
 }

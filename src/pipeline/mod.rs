@@ -108,6 +108,19 @@ impl Proxy {
         Ok(())
     }
 
+    /// Counts a judged login or payment attempt; bans past the rule's limits.
+    fn judge_attempt(
+        &self,
+        rule: &crate::bruteforce::LoginRule,
+        ip: std::net::IpAddr,
+        attempt: &crate::bruteforce::Attempt,
+        failed: bool,
+    ) {
+        if crate::bruteforce::record(rule, &ip.to_string(), attempt, failed) {
+            let _ = self.bans.ban(ip, None, rule.ban_reason);
+        }
+    }
+
     /// The HSTS value to send, when the client talks HTTPS and the policy asks for it.
     fn hsts<'a>(&self, ctx: &'a RequestCtx) -> Option<&'a str> {
         if !ctx.client.tls {
@@ -449,9 +462,18 @@ impl ProxyHttp for Proxy {
             .iter()
             .find(|r| r.matches(&req.method, &req.uri))
         {
+            let session = req
+                .headers
+                .get(http::header::COOKIE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|c| crate::bruteforce::session_of(rule, c));
             ctx.login = Some(ctx::LoginCapture {
                 rule: rule.clone(),
                 body: Vec::new(),
+                session,
+                pending: None,
+                tail: Vec::new(),
+                scanned: 0,
             });
         }
         Ok(false)
@@ -650,12 +672,19 @@ impl ProxyHttp for Proxy {
                     .observe(elapsed_secs(sent));
             }
         }
-        if let Some(login) = ctx.login.take() {
-            let attempt = crate::bruteforce::read_attempt(&login.rule, &login.body);
-            let status = upstream_response.status.as_u16();
-            if crate::bruteforce::record(&login.rule, &ctx.client.ip.to_string(), &attempt, status)
-            {
-                let _ = self.bans.ban(ctx.client.ip, None, "brute_force");
+        if let Some(mut login) = ctx.login.take() {
+            let mut attempt = crate::bruteforce::read_attempt(&login.rule, &login.body);
+            if login.session.is_some() {
+                attempt.username = login.session.take();
+            }
+            match crate::bruteforce::judge_status(&login.rule, upstream_response.status.as_u16()) {
+                Some(failed) => self.judge_attempt(&login.rule, ctx.client.ip, &attempt, failed),
+                None => {
+                    // The body will tell (a 200 that says "payment failed").
+                    login.pending = Some(attempt);
+                    login.body = Vec::new();
+                    ctx.login = Some(login);
+                }
             }
         }
         let upgrade = upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS;
@@ -663,6 +692,45 @@ impl ProxyHttp for Proxy {
             upstream_response.remove_header(&name);
         }
         Ok(())
+    }
+
+    /// Reads the origin's answer to a watched attempt when only its body tells
+    /// failure from success (bounded; a pattern split across chunks is found).
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        let Some(login) = ctx.login.as_mut() else {
+            return Ok(None);
+        };
+        let (Some(pattern), Some(_)) = (login.rule.failure_body.clone(), login.pending.as_ref())
+        else {
+            return Ok(None);
+        };
+        let mut found = false;
+        if let Some(chunk) = body.as_ref() {
+            if login.scanned < crate::bruteforce::MAX_BODY {
+                let mut window = std::mem::take(&mut login.tail);
+                window.extend_from_slice(chunk);
+                found = window
+                    .windows(pattern.len().max(1))
+                    .any(|w| w == pattern.as_bytes());
+                login.scanned += chunk.len();
+                let keep = pattern.len().saturating_sub(1).min(window.len());
+                login.tail = window[window.len() - keep..].to_vec();
+            }
+        }
+        if found || end_of_stream {
+            if let Some(login) = ctx.login.take() {
+                if let Some(attempt) = &login.pending {
+                    self.judge_attempt(&login.rule, ctx.client.ip, attempt, found);
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Every response: the request id, `x-cache` on cache-enabled routes, and

@@ -31,7 +31,6 @@ pub const DEFAULT_DENY: &[&str] = &[
     "fimap",
     "commix",
     "whatweb",
-    "httpx/",
     "interactsh",
     "petalbot",
     "mj12bot",

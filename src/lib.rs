@@ -9,6 +9,7 @@ pub mod bans;
 pub mod bot;
 pub mod bruteforce;
 pub mod cache;
+pub mod challenge;
 pub mod client_ip;
 pub mod config;
 pub mod demo;

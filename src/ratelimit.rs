@@ -216,8 +216,13 @@ impl Limit {
         if limiter.keyed.len() >= limiter.max_keys {
             limiter.keyed.retain_recent();
             if limiter.keyed.len() >= limiter.max_keys {
-                // Past the bound (a flood of distinct addresses), requests share
-                // one bucket until idle keys expire, rather than growing memory.
+                // Past the bound (a flood of distinct addresses) memory must not
+                // grow: a limit that bans stops counting (a shared bucket would
+                // ban innocent clients); one that blocks shares one bucket until
+                // idle keys expire.
+                if self.action == Action::Ban {
+                    return Ok(());
+                }
                 key = "#overflow".to_string();
             }
         }

@@ -737,7 +737,7 @@ fn compile_limits(c: &mut Checker<'_>, b: raw::RateLimitsBlock) -> Vec<Limit> {
                 &l.key,
                 "`key` is empty",
                 Some(
-                    "e.g. `[ip]`, `[ip_prefix]`, `[global]`, `[\"cookie:wp_woocommerce_session\"]`",
+                    "e.g. `[ip]`, `[ip_prefix]`, `[global]`, `[\"cookie:wp_woocommerce_session_*\"]`",
                 ),
             );
         }

@@ -345,7 +345,8 @@ impl ProxyHttp for Proxy {
         let Some(snapshot) = ctx.snapshot.clone() else {
             return Ok(true);
         };
-        if snapshot.origin_limits.is_empty() {
+        // Background cache refreshes are Rempart's own requests: never limited.
+        if snapshot.origin_limits.is_empty() || session.subrequest_ctx.is_some() {
             return Ok(true);
         }
         let req = session.req_header();

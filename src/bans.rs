@@ -245,6 +245,15 @@ impl BanList {
         removed
     }
 
+    /// Whether `ip` is on the allowlist (never banned, never challenged).
+    pub fn is_allowlisted(&self, ip: IpAddr) -> bool {
+        let ip = crate::ipfilter::canonical(ip);
+        self.policy
+            .lock()
+            .map(|p| p.allowlist.iter().any(|n| n.contains(&ip)))
+            .unwrap_or(false)
+    }
+
     /// Bans in force, soonest to end first.
     pub fn list(&self) -> Vec<Ban> {
         let now = now_secs();

@@ -104,6 +104,69 @@ impl RequestFilter for BotFilter {
     }
 }
 
+/// Tokens of automation tools and headless browsers in user agents.
+const AUTOMATION: &[&str] = &[
+    "headlesschrome",
+    "phantomjs",
+    "selenium",
+    "webdriver",
+    "puppeteer",
+    "playwright",
+    "python-requests",
+    "python-urllib",
+    "aiohttp",
+    "curl/",
+    "wget/",
+    "go-http-client",
+    "java/",
+    "libwww-perl",
+    "scrapy",
+    "okhttp",
+    "node-fetch",
+    "axios/",
+];
+
+/// How bot-like a request looks, from 0 (an ordinary browser) upwards, with
+/// the signals that counted. Each signal is weak alone; together they tell.
+pub fn score(headers: &http::HeaderMap, http10: bool, tls: bool) -> (u32, Vec<&'static str>) {
+    let mut score = 0;
+    let mut signals = Vec::new();
+    let mut add = |points: u32, why: &'static str| {
+        score += points;
+        signals.push(why);
+    };
+    let ua = headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if ua.is_empty() {
+        add(3, "no_user_agent");
+    }
+    if AUTOMATION.iter().any(|t| ua.contains(t)) {
+        add(3, "automation_tool");
+    }
+    if !headers.contains_key(http::header::ACCEPT) {
+        add(2, "no_accept");
+    }
+    if !headers.contains_key(http::header::ACCEPT_LANGUAGE) {
+        add(2, "no_accept_language");
+    }
+    if http10 {
+        add(2, "http_1_0");
+    }
+    // Impossible combinations: Firefox and Safari never send client hints;
+    // desktop Chrome over HTTPS always does.
+    let hints = headers.contains_key("sec-ch-ua");
+    if hints && (ua.contains("firefox/") || (ua.contains("safari/") && !ua.contains("chrome/"))) {
+        add(2, "impossible_client_hints");
+    }
+    if tls && !hints && ua.contains("chrome/") && !ua.contains("mobile") && !ua.contains("edg/") {
+        add(1, "chrome_without_client_hints");
+    }
+    (score, signals)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +195,26 @@ mod tests {
                 Verdict::Continue => panic!("{ua} passed"),
             }
         }
+    }
+
+    #[test]
+    fn scores_tell_browsers_from_scripts() {
+        let mut browser = http::HeaderMap::new();
+        browser.insert(
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
+                .parse()
+                .unwrap(),
+        );
+        browser.insert("accept", "text/html".parse().unwrap());
+        browser.insert("accept-language", "fr-FR,fr;q=0.9".parse().unwrap());
+        assert_eq!(score(&browser, false, true).0, 0);
+        let mut script = http::HeaderMap::new();
+        script.insert("user-agent", "python-requests/2.32".parse().unwrap());
+        script.insert("accept", "*/*".parse().unwrap());
+        let (s, why) = score(&script, false, true);
+        assert_eq!(s, 5, "{why:?}");
+        assert_eq!(score(&http::HeaderMap::new(), true, false).0, 9);
     }
 
     #[test]

@@ -119,7 +119,8 @@ pub fn read_attempt(rule: &LoginRule, body: &[u8]) -> Attempt {
     Attempt { username, calls: 1 }
 }
 
-fn url_decode(text: &str) -> String {
+/// Decodes `%XX` and `+` in a form value; invalid escapes stay as they are.
+pub fn url_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -12,6 +12,7 @@ pub mod cache;
 pub mod challenge;
 pub mod client_ip;
 pub mod config;
+pub mod crawler;
 pub mod demo;
 pub mod filter;
 pub mod ipfilter;

@@ -145,6 +145,15 @@ pub static LOGIN_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     ))
 });
 
+/// Proof-of-work challenges: `shown`, `passed`, `failed`.
+pub static CHALLENGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(register_int_counter_vec!(
+        "rempart_bot_challenges_total",
+        "Proof-of-work challenges by outcome",
+        &["outcome"]
+    ))
+});
+
 /// Bans placed, by reason.
 pub static BANS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     must(register_int_counter_vec!(
@@ -164,6 +173,7 @@ pub fn init() {
     LazyLock::force(&UPSTREAM_RETRIES);
     LazyLock::force(&RATE_LIMITED);
     LazyLock::force(&BANS);
+    LazyLock::force(&CHALLENGES);
     LazyLock::force(&CACHE_LOOKUPS);
     LazyLock::force(&CACHE_BYPASS);
     LazyLock::force(&CACHE_EVICTIONS);

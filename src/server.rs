@@ -223,6 +223,7 @@ pub fn run(store: PolicyStore, extras: Extras) -> Result<(), StartError> {
             cache,
             stats: stats.clone(),
             bans: bans.clone(),
+            challenge_key: Arc::new(challenge_key()),
         },
         "rempart proxy",
     );
@@ -296,6 +297,22 @@ pub fn run(store: PolicyStore, extras: Extras) -> Result<(), StartError> {
         "rempart starting"
     );
     server.run_forever();
+}
+
+/// The challenge signing key: `REMPART_CHALLENGE_SECRET` (at least 16 bytes,
+/// shared by every instance behind one load balancer), else a random key and
+/// passes that end with the process.
+fn challenge_key() -> crate::challenge::ChallengeKey {
+    match std::env::var("REMPART_CHALLENGE_SECRET") {
+        Ok(secret) if secret.len() >= 16 => crate::challenge::ChallengeKey::new(secret.as_bytes()),
+        Ok(_) => {
+            tracing::warn!(
+                "REMPART_CHALLENGE_SECRET is shorter than 16 bytes: using a random key instead"
+            );
+            crate::challenge::ChallengeKey::random()
+        }
+        Err(_) => crate::challenge::ChallengeKey::random(),
+    }
 }
 
 fn server_conf(snapshot: &Snapshot) -> ServerConf {

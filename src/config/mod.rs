@@ -65,6 +65,8 @@ pub struct Snapshot {
     pub not_found_flood: Option<Arc<Limit>>,
     /// Logins whose failures are counted from the origin's answers.
     pub logins: Vec<Arc<LoginRule>>,
+    /// Crawler verification, bot score and the challenge.
+    pub bots: Option<BotSettings>,
     /// Request-phase filters, in order (IP lists first).
     pub request_filters: FilterChain,
     /// Problems that do not stop `check` but may stop `run` (missing certificates).
@@ -99,6 +101,26 @@ pub struct TlsSettings {
     pub http2: bool,
     /// The ready-made `strict-transport-security` value, when HSTS is on.
     pub hsts: Option<String>,
+}
+
+/// What the pipeline needs for crawlers, bot scores and challenges.
+#[derive(Debug, Clone)]
+pub struct BotSettings {
+    pub verifier: Option<Arc<crate::crawler::Verifier>>,
+    /// Fake crawlers are banned like scanners.
+    pub ban_fakes: bool,
+    pub score_threshold: u32,
+    pub challenge: Option<ChallengeSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChallengeSettings {
+    /// Only `risky` paths are challenged (step-up), or every page.
+    pub step_up: bool,
+    pub difficulty: u32,
+    pub pass_ttl: Duration,
+    pub exempt: Vec<PathMatch>,
+    pub risky: Vec<PathMatch>,
 }
 
 /// The page cache: its rules (reloadable) and its size (fixed at start-up).
@@ -533,13 +555,15 @@ fn compile(
         request_filters.push(Box::new(RateLimitFilter::new(request_limits)));
     }
     let mut not_found_flood = None;
+    let mut bots = None;
     if let Some(block) = raw.bots {
         c.file = block.file;
-        let (filter, flood) = compile_bots(&mut c, block.value);
+        let (filter, flood, settings) = compile_bots(&mut c, block.value);
         if let Some(f) = filter {
             request_filters.push(Box::new(f));
         }
         not_found_flood = flood.map(Arc::new);
+        bots = settings;
     }
 
     Snapshot {
@@ -557,6 +581,7 @@ fn compile(
         origin_limits,
         not_found_flood,
         logins,
+        bots,
         request_filters,
         warnings: c.warnings,
     }
@@ -883,10 +908,94 @@ fn compile_logins(
 }
 
 /// The `bots` block: the user-agent filter and the 404-flood limit.
-fn compile_bots(c: &mut Checker<'_>, b: raw::BotsBlock) -> (Option<BotFilter>, Option<Limit>) {
+fn compile_bots(
+    c: &mut Checker<'_>,
+    b: raw::BotsBlock,
+) -> (Option<BotFilter>, Option<Limit>, Option<BotSettings>) {
     if b.enabled == Some(false) {
-        return (None, None);
+        return (None, None, None);
     }
+    let ban = b.ban_scanners.unwrap_or(true);
+    let crawlers = b.crawlers.unwrap_or_default();
+    let verifier = if crawlers.verify.unwrap_or(true) {
+        let resolver = if crawlers.static_records.is_empty() {
+            crate::crawler::Resolver::System
+        } else {
+            let mut records = std::collections::HashMap::new();
+            for (ip, name) in &crawlers.static_records {
+                match ip.parse::<std::net::IpAddr>() {
+                    Ok(ip) => {
+                        records.insert(ip, name.to_ascii_lowercase());
+                    }
+                    Err(_) => c.at::<()>(
+                        None,
+                        format!("`bots.crawlers.static_records`: `{ip}` is not an IP address"),
+                        None,
+                    ),
+                }
+            }
+            crate::crawler::Resolver::Static(records)
+        };
+        Some(Arc::new(crate::crawler::Verifier::new(
+            resolver,
+            crawlers.timeout.map_or(Duration::from_secs(2), |d| d.0),
+            crawlers
+                .cache_ttl
+                .map_or(Duration::from_secs(3600), |d| d.0),
+        )))
+    } else {
+        None
+    };
+    let challenge = b.challenge.and_then(|ch| {
+        let step_up = match ch.mode {
+            raw::ChallengeMode::Off => return None,
+            raw::ChallengeMode::Score => false,
+            raw::ChallengeMode::StepUp => true,
+        };
+        let difficulty = match &ch.difficulty {
+            Some(d) if !(8..=24).contains(&d.value) => {
+                c.error(
+                    d,
+                    "`difficulty` must be between 8 and 24 (leading zero bits)",
+                    Some("16 takes a browser well under a second"),
+                );
+                16
+            }
+            Some(d) => d.value,
+            None => 16,
+        };
+        let paths = |c: &mut Checker<'_>, list: &[Spanned<String>]| -> Vec<PathMatch> {
+            list.iter()
+                .filter_map(|s| {
+                    PathMatch::parse(&s.value)
+                        .map_err(|e| c.error(s, e, None))
+                        .ok()
+                })
+                .collect()
+        };
+        let exempt = paths(c, &ch.exempt_paths);
+        let risky = paths(c, &ch.risky_paths);
+        if step_up && risky.is_empty() {
+            c.at::<()>(
+                None,
+                "`bots.challenge.mode: step_up` needs `risky_paths`",
+                Some("e.g. [\"/wp-login.php\", \"/checkout\"]"),
+            );
+        }
+        Some(ChallengeSettings {
+            step_up,
+            difficulty,
+            pass_ttl: ch.pass_ttl.map_or(Duration::from_secs(3600), |d| d.0),
+            exempt,
+            risky,
+        })
+    });
+    let settings = BotSettings {
+        verifier,
+        ban_fakes: ban,
+        score_threshold: b.score_threshold.unwrap_or(5).max(1),
+        challenge,
+    };
     let words = |c: &mut Checker<'_>, list: &[Spanned<String>]| -> Vec<String> {
         list.iter()
             .filter_map(|s| {
@@ -912,7 +1021,7 @@ fn compile_bots(c: &mut Checker<'_>, b: raw::BotsBlock) -> (Option<BotFilter>, O
             .collect(),
     };
     let allow = words(c, &b.allow_user_agents);
-    let filter = match BotFilter::new(&deny, &allow, b.ban_scanners.unwrap_or(true)) {
+    let filter = match BotFilter::new(&deny, &allow, ban) {
         Ok(f) => Some(f),
         Err(e) => {
             c.at::<()>(None, format!("bot lists do not compile: {e}"), None);
@@ -953,7 +1062,7 @@ fn compile_bots(c: &mut Checker<'_>, b: raw::BotsBlock) -> (Option<BotFilter>, O
             100_000,
         ))
     });
-    (filter, flood)
+    (filter, flood, Some(settings))
 }
 
 /// The `alerts` block.

@@ -312,6 +312,42 @@ pub struct BotsBlock {
     pub allow_user_agents: Vec<Spanned<String>>,
     pub ban_scanners: Option<bool>,
     pub not_found_flood: Option<NotFoundFloodBlock>,
+    pub crawlers: Option<CrawlersBlock>,
+    pub score_threshold: Option<u32>,
+    pub challenge: Option<ChallengeBlock>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CrawlersBlock {
+    pub verify: Option<bool>,
+    pub timeout: Option<NonZeroDur>,
+    pub cache_ttl: Option<NonZeroDur>,
+    /// Fixed reverse records (`ip: name`) instead of the system resolver.
+    pub static_records: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChallengeBlock {
+    pub mode: ChallengeMode,
+    pub difficulty: Option<Spanned<u32>>,
+    pub pass_ttl: Option<NonZeroDur>,
+    pub exempt_paths: Vec<Spanned<String>>,
+    pub risky_paths: Vec<Spanned<String>>,
+}
+
+/// When the proof-of-work challenge is shown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChallengeMode {
+    /// Never.
+    #[default]
+    Off,
+    /// Any page, to clients whose bot score reaches the threshold.
+    Score,
+    /// Only risky actions (logins, checkout, add to cart), to such clients.
+    StepUp,
 }
 
 #[derive(Debug, Deserialize)]

@@ -47,6 +47,8 @@ pub struct Proxy {
     pub cache: Option<CacheStore>,
     pub stats: Arc<Stats>,
     pub bans: Arc<BanList>,
+    /// Signs challenge seeds and passes (from `REMPART_CHALLENGE_SECRET`).
+    pub challenge_key: Arc<crate::challenge::ChallengeKey>,
     /// Port of this process's first HTTPS listener, if it has one: the
     /// HTTP→HTTPS redirect points there (a reload cannot add listeners).
     pub https_port: Option<u16>,
@@ -108,6 +110,159 @@ impl Proxy {
         Ok(())
     }
 
+    /// Crawlers and the challenge. `Ok(true)` when Rempart answered.
+    async fn screen_bots(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        bots: &crate::config::BotSettings,
+    ) -> Result<bool> {
+        let req = session.req_header();
+        let ua = req
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        if let (Some(crawler), Some(verifier)) = (crate::crawler::claimed(&ua), &bots.verifier) {
+            if verifier.verify(ctx.client.ip, crawler).await {
+                // A verified crawler is never challenged.
+                return Ok(false);
+            }
+            let mut reply = Reply::new(
+                403,
+                "fake_crawler",
+                "Automated access with a borrowed identity is not allowed.",
+            );
+            reply.rule = Some(crawler.name.to_string());
+            if bots.ban_fakes {
+                reply.ban = Some("scanner");
+            }
+            self.respond(session, ctx, "bots", reply).await?;
+            return Ok(true);
+        }
+        let Some(challenge) = &bots.challenge else {
+            return Ok(false);
+        };
+        let path = req.uri.path();
+        let pq = req
+            .uri
+            .path_and_query()
+            .map_or(path, |p| p.as_str())
+            .to_string();
+        if challenge.exempt.iter().any(|m| m.matches(path, &pq))
+            || self.bans.is_allowlisted(ctx.client.ip)
+        {
+            return Ok(false);
+        }
+        if challenge.step_up && !challenge.risky.iter().any(|m| m.matches(path, &pq)) {
+            return Ok(false);
+        }
+        let http10 = req.version == http::Version::HTTP_10;
+        let (score, signals) = crate::bot::score(&req.headers, http10, ctx.client.tls);
+        if score < bots.score_threshold {
+            return Ok(false);
+        }
+        let binding = crate::challenge::binding(ctx.client.ip, &ua);
+        let pass = cookie_value(&req.headers, crate::challenge::COOKIE);
+        if pass.is_some_and(|p| self.challenge_key.check_pass(p, &binding).is_ok()) {
+            return Ok(false);
+        }
+        metrics::CHALLENGES.with_label_values(&["shown"]).inc();
+        tracing::debug!(request_id = %ctx.request_id, score, ?signals, "challenge shown");
+        let seed = self.challenge_key.seed(&binding);
+        let return_to = crate::challenge::safe_return(&pq);
+        let page = crate::challenge::page(&seed, challenge.difficulty, &return_to, &ctx.request_id);
+        ctx.decision.by = "challenge";
+        ctx.decision.reason = Some("challenge");
+        let mut head = ResponseHeader::build(403, Some(6))?;
+        head.insert_header(http::header::CONTENT_TYPE, "text/html; charset=utf-8")?;
+        head.insert_header(http::header::CONTENT_LENGTH, page.len().to_string())?;
+        head.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+        head.insert_header("x-request-id", ctx.request_id.as_str())?;
+        head.insert_header("x-rempart-reason", "challenge")?;
+        session.set_keepalive(None);
+        session.write_response_header(Box::new(head), false).await?;
+        session
+            .write_response_body(Some(Bytes::from(page)), true)
+            .await?;
+        Ok(true)
+    }
+
+    /// `POST /.rempart/challenge`: checks the solution, sets the pass cookie,
+    /// and sends the browser back where it was going.
+    async fn answer_challenge(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        let mut body = Vec::new();
+        while let Some(chunk) = session.read_request_body().await? {
+            if body.len() + chunk.len() > 8192 {
+                break;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let form = String::from_utf8_lossy(&body).to_string();
+        let field = |name: &str| -> String {
+            form.split('&')
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| crate::bruteforce::url_decode(v))
+                .unwrap_or_default()
+        };
+        let req = session.req_header();
+        let ua = req
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let binding = crate::challenge::binding(ctx.client.ip, ua);
+        let difficulty = ctx
+            .snapshot
+            .as_ref()
+            .and_then(|s| s.bots.as_ref())
+            .and_then(|b| b.challenge.as_ref())
+            .map(|c| (c.difficulty, c.pass_ttl));
+        let outcome = match difficulty {
+            Some((bits, ttl)) if req.method == http::Method::POST => self
+                .challenge_key
+                .verify(&field("seed"), &field("nonce"), &binding, bits, ttl)
+                .map(|pass| (pass, ttl)),
+            _ => Err(crate::challenge::ChallengeError::Malformed),
+        };
+        match outcome {
+            Ok((pass, ttl)) => {
+                metrics::CHALLENGES.with_label_values(&["passed"]).inc();
+                ctx.decision.by = "challenge";
+                ctx.decision.reason = Some("challenge_passed");
+                let secure = if ctx.client.tls { "; Secure" } else { "" };
+                let cookie = format!(
+                    "{}={pass}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
+                    crate::challenge::COOKIE,
+                    ttl.as_secs()
+                );
+                let mut reply = Reply::new(
+                    303,
+                    "challenge_passed",
+                    "Thank you, taking you to the shop.",
+                );
+                reply.headers.push((http::header::SET_COOKIE, cookie));
+                reply.headers.push((
+                    http::header::LOCATION,
+                    crate::challenge::safe_return(&field("return_to")),
+                ));
+                self.respond(session, ctx, "challenge", reply).await
+            }
+            Err(why) => {
+                metrics::CHALLENGES.with_label_values(&["failed"]).inc();
+                tracing::debug!(request_id = %ctx.request_id, "challenge answer refused: {why}");
+                let reply = Reply::new(
+                    403,
+                    "challenge_failed",
+                    "The browser check did not succeed. Please go back and reload the page.",
+                );
+                self.respond(session, ctx, "challenge", reply).await
+            }
+        }
+    }
+
     /// Counts a judged login or payment attempt; bans past the rule's limits.
     fn judge_attempt(
         &self,
@@ -156,6 +311,18 @@ impl Proxy {
 pub struct CacheStore {
     pub store: &'static PageStore,
     pub lock: &'static CacheKeyLockImpl,
+}
+
+/// A cookie's value from the request headers.
+fn cookie_value<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
 }
 
 /// The `x-cache` value for a cache phase.
@@ -447,6 +614,11 @@ impl ProxyHttp for Proxy {
             self.respond(session, ctx, "bans", reply).await?;
             return Ok(true);
         }
+        if req.uri.path() == crate::challenge::VERIFY_PATH {
+            self.answer_challenge(session, ctx).await?;
+            return Ok(true);
+        }
+        let req = session.req_header();
         let info = RequestInfo {
             client_ip: ctx.client.ip,
             method: &req.method,
@@ -458,6 +630,12 @@ impl ProxyHttp for Proxy {
             self.respond(session, ctx, by, reply).await?;
             return Ok(true);
         }
+        if let Some(bots) = &snapshot.bots {
+            if self.screen_bots(session, ctx, bots).await? {
+                return Ok(true);
+            }
+        }
+        let req = session.req_header();
         if let Some(rule) = snapshot
             .logins
             .iter()

@@ -55,7 +55,7 @@ pub fn render(
 
 fn title(status: u16) -> &'static str {
     match status {
-        301 | 302 | 307 | 308 => "Moved",
+        301 | 302 | 303 | 307 | 308 => "Moved",
         400 => "Bad request",
         403 => "Access denied",
         404 => "Not found",

@@ -96,6 +96,9 @@ pub struct BanList {
     state: Mutex<State>,
     policy: Mutex<BanPolicy>,
     file: Option<PathBuf>,
+    /// Seconds since the epoch; a test clock in tests, the wall clock otherwise
+    /// (bans are saved to disk, so they are wall-clock times).
+    clock: Box<dyn Fn() -> u64 + Send + Sync>,
 }
 
 fn now_secs() -> u64 {
@@ -108,6 +111,15 @@ fn now_secs() -> u64 {
 impl BanList {
     /// Loads the state file if there is one (expired bans are dropped).
     pub fn open(file: Option<PathBuf>, policy: BanPolicy) -> Self {
+        Self::with_clock(file, policy, Box::new(now_secs))
+    }
+
+    /// Like [`Self::open`], with the clock given (tests move time by hand).
+    pub fn with_clock(
+        file: Option<PathBuf>,
+        policy: BanPolicy,
+        clock: Box<dyn Fn() -> u64 + Send + Sync>,
+    ) -> Self {
         let mut state: State = file
             .as_ref()
             .and_then(|f| std::fs::read(f).ok())
@@ -119,7 +131,7 @@ impl BanList {
                 }
             })
             .unwrap_or_default();
-        let now = now_secs();
+        let now = clock();
         state.bans.retain(|_, b| b.until > now);
         if !state.bans.is_empty() {
             tracing::info!(bans = state.bans.len(), "bans restored from the state file");
@@ -128,6 +140,7 @@ impl BanList {
             state: Mutex::new(state),
             policy: Mutex::new(policy),
             file,
+            clock,
         }
     }
 
@@ -154,7 +167,7 @@ impl BanList {
         state
             .bans
             .get(&ip)
-            .filter(|b| b.until > now_secs())
+            .filter(|b| b.until > (self.clock)())
             .cloned()
     }
 
@@ -174,7 +187,7 @@ impl BanList {
         let Ok(mut state) = self.state.lock() else {
             return Err(BanError::Allowlisted(ip));
         };
-        let now = now_secs();
+        let now = (self.clock)();
         let previous = state
             .history
             .get(&ip)
@@ -256,7 +269,7 @@ impl BanList {
 
     /// Bans in force, soonest to end first.
     pub fn list(&self) -> Vec<Ban> {
-        let now = now_secs();
+        let now = (self.clock)();
         let mut bans: Vec<Ban> = self
             .state
             .lock()
@@ -304,6 +317,50 @@ mod tests {
         assert!(list.unban(ip("198.51.100.7")));
         assert!(list.check(ip("198.51.100.7")).is_none());
         assert!(!list.unban(ip("198.51.100.7")));
+    }
+
+    #[test]
+    fn bans_expire_and_escalation_is_forgotten_after_the_memory() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::Arc;
+        let now = Arc::new(AtomicU64::new(1_000_000));
+        let t = now.clone();
+        let list = BanList::with_clock(
+            None,
+            BanPolicy::default(),
+            Box::new(move || t.load(Ordering::SeqCst)),
+        );
+        let ip = ip("198.51.100.9");
+        let step = |secs: u64| now.fetch_add(secs, Ordering::SeqCst);
+        assert_eq!(list.ban(ip, None, "x").unwrap().level, 1);
+        step(59);
+        assert!(
+            list.check(ip).is_some(),
+            "a 1 minute ban holds for a minute"
+        );
+        step(2);
+        assert!(list.check(ip).is_none(), "and then expires");
+        let second = list.ban(ip, None, "x").unwrap();
+        assert_eq!(
+            (second.level, second.until - now.load(Ordering::SeqCst)),
+            (2, 600)
+        );
+        step(600);
+        assert_eq!(list.ban(ip, None, "x").unwrap().level, 3);
+        assert_eq!(list.ban(ip, None, "x").unwrap().level, 4);
+        let fifth = list.ban(ip, None, "x").unwrap();
+        assert_eq!(
+            fifth.until - now.load(Ordering::SeqCst),
+            86_400,
+            "the ladder tops out at its last step"
+        );
+        step(86_400 + 86_400 + 1);
+        assert!(list.check(ip).is_none());
+        assert_eq!(
+            list.ban(ip, None, "x").unwrap().level,
+            1,
+            "a day later the address starts again at level 1"
+        );
     }
 
     #[test]

@@ -105,16 +105,16 @@ pub fn read_attempt(rule: &LoginRule, body: &[u8]) -> Attempt {
             calls: (calls as u64).max(1),
         };
     }
+    // The last occurrence wins, as in PHP: a repeated field cannot hide the
+    // username the application really checks.
     let username = rule.username_field.as_ref().and_then(|field| {
         text.split('&')
+            .rev()
             .filter_map(|p| p.split_once('='))
             .find(|(k, _)| url_decode(k) == *field)
             .map(|(_, v)| url_decode(v).trim().to_lowercase())
             .filter(|u| !u.is_empty())
-            .map(|mut u| {
-                u.truncate(128);
-                u
-            })
+            .map(|u| u.chars().take(128).collect::<String>())
     });
     Attempt { username, calls: 1 }
 }
@@ -255,6 +255,26 @@ mod tests {
         );
         assert_eq!(read_attempt(&rule(false), b"pwd=x").username, None);
         assert_eq!(read_attempt(&rule(false), &[0xff, 0xfe, b'=']).calls, 1);
+        let long = format!("log={}", "%E2%82%AC".repeat(60));
+        assert_eq!(
+            read_attempt(&rule(false), long.as_bytes())
+                .username
+                .unwrap()
+                .chars()
+                .count(),
+            60
+        );
+        let longer = format!("log={}", "%E2%82%AC".repeat(300));
+        assert_eq!(
+            read_attempt(&rule(false), longer.as_bytes())
+                .username
+                .unwrap()
+                .chars()
+                .count(),
+            128
+        );
+        let repeated = read_attempt(&rule(false), b"log=decoy&pwd=x&log=admin");
+        assert_eq!(repeated.username.as_deref(), Some("admin"));
     }
 
     #[test]

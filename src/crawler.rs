@@ -22,7 +22,7 @@ pub const CRAWLERS: &[Crawler] = &[
     Crawler {
         name: "googlebot",
         token: "googlebot",
-        domains: &[".googlebot.com", ".google.com", ".googleusercontent.com"],
+        domains: &[".googlebot.com", ".google.com"],
     },
     Crawler {
         name: "google-other",
@@ -122,11 +122,14 @@ impl Verifier {
         }
     }
 
-    /// Reverse then forward DNS: true only for a real crawler.
-    pub async fn verify(&self, ip: IpAddr, crawler: &'static Crawler) -> bool {
+    /// Reverse then forward DNS. `Some(true)`: a real crawler; `Some(false)`:
+    /// an impostor (no name, a name outside the engine's domains, or a name
+    /// that does not point back); `None`: DNS did not answer in time, so
+    /// nothing is concluded and nothing is cached.
+    pub async fn verify(&self, ip: IpAddr, crawler: &'static Crawler) -> Option<bool> {
         let ip = crate::ipfilter::canonical(ip);
         if let Some(verdict) = self.cache.get(&(ip, crawler.name)) {
-            return verdict;
+            return Some(verdict);
         }
         let check = async {
             let Some(name) = self.resolver.reverse(ip).await else {
@@ -138,11 +141,9 @@ impl Verifier {
             }
             self.resolver.forward(&name).await.contains(&ip)
         };
-        let verdict = tokio::time::timeout(self.timeout, check)
-            .await
-            .unwrap_or(false);
+        let verdict = tokio::time::timeout(self.timeout, check).await.ok()?;
         self.cache.insert((ip, crawler.name), verdict);
-        verdict
+        Some(verdict)
     }
 }
 
@@ -174,13 +175,18 @@ mod tests {
         let google =
             claimed("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)")
                 .unwrap();
-        assert!(v.verify("66.249.66.1".parse().unwrap(), google).await);
-        assert!(
-            !v.verify("203.0.113.5".parse().unwrap(), google).await,
+        assert_eq!(
+            v.verify("66.249.66.1".parse().unwrap(), google).await,
+            Some(true)
+        );
+        assert_eq!(
+            v.verify("203.0.113.5".parse().unwrap(), google).await,
+            Some(false),
             "wrong domain"
         );
-        assert!(
-            !v.verify("198.51.100.1".parse().unwrap(), google).await,
+        assert_eq!(
+            v.verify("198.51.100.1".parse().unwrap(), google).await,
+            Some(false),
             "no reverse name"
         );
         assert!(claimed("Mozilla/5.0 Firefox/133.0").is_none());

@@ -249,7 +249,7 @@ impl Stats {
             _ => {}
         }
         *slot.decisions.entry(r.decision).or_default() += 1;
-        if is_block(r.decision) {
+        if is_block(r.decision) && r.reason != Some("challenge_passed") {
             *slot
                 .blocked
                 .entry(r.reason.unwrap_or(r.decision))

@@ -851,8 +851,31 @@ fn compile_logins(
     ban_reason: &'static str,
 ) -> Vec<Arc<LoginRule>> {
     let mut out = Vec::new();
+    let mut names: Vec<String> = Vec::new();
     for l in rules {
         let before = c.diags.len();
+        if names.contains(&l.name.value) {
+            c.error(
+                &l.name,
+                format!("two rules are named `{}`", l.name.value),
+                Some("names must be unique: they key the failure counts"),
+            );
+        }
+        names.push(l.name.value.clone());
+        if l.failure_body.as_deref() == Some("") {
+            c.error(
+                &l.name,
+                "`failure_body` is empty",
+                Some("give the text that means failure, e.g. `\"result\":\"failure\"`"),
+            );
+        }
+        if let Some(bad) = l.failure_status.iter().find(|s| !(100..=599).contains(*s)) {
+            c.error(
+                &l.name,
+                format!("`{bad}` in `failure_status` is not an HTTP status"),
+                None,
+            );
+        }
         let mut paths = Vec::new();
         for p in &l.paths {
             match PathMatch::parse(&p.value) {

@@ -124,22 +124,30 @@ impl Proxy {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        if let (Some(crawler), Some(verifier)) = (crate::crawler::claimed(&ua), &bots.verifier) {
-            if verifier.verify(ctx.client.ip, crawler).await {
+        let allowlisted = self.bans.is_allowlisted(ctx.client.ip);
+        let claimed = crate::crawler::claimed(&ua).filter(|_| !allowlisted);
+        if let (Some(crawler), Some(verifier)) = (claimed, &bots.verifier) {
+            match verifier.verify(ctx.client.ip, crawler).await {
                 // A verified crawler is never challenged.
-                return Ok(false);
+                Some(true) => return Ok(false),
+                // DNS did not answer in time: no verdict, judged like any client.
+                None => {
+                    tracing::debug!(request_id = %ctx.request_id, crawler = crawler.name, "crawler check inconclusive")
+                }
+                Some(false) => {
+                    let mut reply = Reply::new(
+                        403,
+                        "fake_crawler",
+                        "Automated access with a borrowed identity is not allowed.",
+                    );
+                    reply.rule = Some(crawler.name.to_string());
+                    if bots.ban_fakes {
+                        reply.ban = Some("scanner");
+                    }
+                    self.respond(session, ctx, "bots", reply).await?;
+                    return Ok(true);
+                }
             }
-            let mut reply = Reply::new(
-                403,
-                "fake_crawler",
-                "Automated access with a borrowed identity is not allowed.",
-            );
-            reply.rule = Some(crawler.name.to_string());
-            if bots.ban_fakes {
-                reply.ban = Some("scanner");
-            }
-            self.respond(session, ctx, "bots", reply).await?;
-            return Ok(true);
         }
         let Some(challenge) = &bots.challenge else {
             return Ok(false);
@@ -150,9 +158,7 @@ impl Proxy {
             .path_and_query()
             .map_or(path, |p| p.as_str())
             .to_string();
-        if challenge.exempt.iter().any(|m| m.matches(path, &pq))
-            || self.bans.is_allowlisted(ctx.client.ip)
-        {
+        if challenge.exempt.iter().any(|m| m.matches(path, &pq)) || allowlisted {
             return Ok(false);
         }
         if challenge.step_up && !challenge.risky.iter().any(|m| m.matches(path, &pq)) {
@@ -181,6 +187,9 @@ impl Proxy {
         head.insert_header(http::header::CACHE_CONTROL, "no-store")?;
         head.insert_header("x-request-id", ctx.request_id.as_str())?;
         head.insert_header("x-rempart-reason", "challenge")?;
+        if let Some(hsts) = self.hsts(ctx) {
+            head.insert_header("strict-transport-security", hsts)?;
+        }
         session.set_keepalive(None);
         session.write_response_header(Box::new(head), false).await?;
         session
@@ -614,7 +623,11 @@ impl ProxyHttp for Proxy {
             self.respond(session, ctx, "bans", reply).await?;
             return Ok(true);
         }
-        if req.uri.path() == crate::challenge::VERIFY_PATH {
+        let challenge_on = snapshot
+            .bots
+            .as_ref()
+            .is_some_and(|b| b.challenge.is_some());
+        if challenge_on && req.uri.path() == crate::challenge::VERIFY_PATH {
             self.answer_challenge(session, ctx).await?;
             return Ok(true);
         }
@@ -643,9 +656,10 @@ impl ProxyHttp for Proxy {
         {
             let session = req
                 .headers
-                .get(http::header::COOKIE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|c| crate::bruteforce::session_of(rule, c));
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find_map(|c| crate::bruteforce::session_of(rule, c));
             ctx.login = Some(ctx::LoginCapture {
                 rule: rule.clone(),
                 body: Vec::new(),
@@ -787,7 +801,7 @@ impl ProxyHttp for Proxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if session.cache.enabled() {
+        if session.cache.enabled() || ctx.login.is_some() {
             // The origin answers uncompressed, so one stored entry serves every
             // client; Rempart compresses on the way out.
             upstream_request.remove_header(&http::header::ACCEPT_ENCODING);

@@ -295,7 +295,7 @@ impl AdminApi {
                     return Err(AdminError::Unauthorized);
                 }
                 let raw = &p["/bans/".len()..];
-                let ip: IpAddr = percent_decoded(raw)
+                let ip: IpAddr = crate::bruteforce::url_decode(raw)
                     .parse()
                     .map_err(|_| AdminError::BadRequest(format!("`{raw}` is not an IP address")))?;
                 if self.reloader.bans.unban(ip) {
@@ -336,29 +336,6 @@ impl ServeHttp for AdminApi {
             r
         })
     }
-}
-
-/// `%3A` -> `:` (IPv6 addresses in paths).
-fn percent_decoded(text: &str) -> String {
-    let mut out = Vec::new();
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = text
-            .get(i + 1..i + 3)
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Admin request bodies are small JSON documents.

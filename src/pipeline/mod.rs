@@ -322,6 +322,17 @@ pub struct CacheStore {
     pub lock: &'static CacheKeyLockImpl,
 }
 
+/// What filters see of a request.
+fn request_info<'a>(req: &'a RequestHeader, ctx: &'a RequestCtx) -> RequestInfo<'a> {
+    RequestInfo {
+        client_ip: ctx.client.ip,
+        method: &req.method,
+        uri: &req.uri,
+        headers: &req.headers,
+        request_id: &ctx.request_id,
+    }
+}
+
 /// A cookie's value from the request headers.
 fn cookie_value<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
     headers
@@ -526,13 +537,7 @@ impl ProxyHttp for Proxy {
             return Ok(true);
         }
         let req = session.req_header();
-        let info = RequestInfo {
-            client_ip: ctx.client.ip,
-            method: &req.method,
-            uri: &req.uri,
-            headers: &req.headers,
-            request_id: &ctx.request_id,
-        };
+        let info = request_info(req, ctx);
         match crate::ratelimit::check_all(&snapshot.origin_limits, &info) {
             None => Ok(true),
             Some(reply) => {
@@ -632,13 +637,7 @@ impl ProxyHttp for Proxy {
             return Ok(true);
         }
         let req = session.req_header();
-        let info = RequestInfo {
-            client_ip: ctx.client.ip,
-            method: &req.method,
-            uri: &req.uri,
-            headers: &req.headers,
-            request_id: &ctx.request_id,
-        };
+        let info = request_info(req, ctx);
         if let Some((by, reply)) = snapshot.request_filters.run(&info) {
             self.respond(session, ctx, by, reply).await?;
             return Ok(true);
@@ -1003,13 +1002,7 @@ impl ProxyHttp for Proxy {
                 .and_then(|s| s.not_found_flood.clone())
             {
                 let req = session.req_header();
-                let info = RequestInfo {
-                    client_ip: ctx.client.ip,
-                    method: &req.method,
-                    uri: &req.uri,
-                    headers: &req.headers,
-                    request_id: &ctx.request_id,
-                };
+                let info = request_info(req, ctx);
                 if flood.check(&info).is_err() && self.bans.check(ctx.client.ip).is_none() {
                     let _ = self.bans.ban(ctx.client.ip, None, "not_found_flood");
                 }

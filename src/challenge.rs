@@ -33,7 +33,18 @@ pub enum ChallengeError {
     Binding,
     #[error("not enough work")]
     Work,
+    #[error("already used")]
+    Replayed,
 }
+
+/// Seeds already exchanged for a pass: one solution buys one pass.
+static USED_SEEDS: std::sync::LazyLock<moka::sync::Cache<String, ()>> =
+    std::sync::LazyLock::new(|| {
+        moka::sync::Cache::builder()
+            .max_capacity(200_000)
+            .time_to_live(SEED_TTL)
+            .build()
+    });
 
 /// The signing key.
 pub struct ChallengeKey {
@@ -175,6 +186,10 @@ impl ChallengeKey {
         if zero_bits(hash.as_ref()) < difficulty {
             return Err(ChallengeError::Work);
         }
+        if USED_SEEDS.contains_key(seed) {
+            return Err(ChallengeError::Replayed);
+        }
+        USED_SEEDS.insert(seed.to_string(), ());
         Ok(self.signed(format!("{}:{binding}", now_secs() + pass_ttl.as_secs())))
     }
 
@@ -273,6 +288,11 @@ mod tests {
             .verify(&seed, &nonce, &me, 8, Duration::from_secs(3600))
             .unwrap();
         assert_eq!(key.check_pass(&pass, &me), Ok(()));
+        assert_eq!(
+            key.verify(&seed, &nonce, &me, 8, Duration::from_secs(3600)),
+            Err(ChallengeError::Replayed),
+            "a solved seed buys one pass"
+        );
         // Same network, other address: fine. Other network or browser: refused.
         assert_eq!(
             key.check_pass(&pass, &binding("203.0.113.99".parse().unwrap(), "Firefox")),

@@ -306,12 +306,13 @@ impl Stats {
         let window = |seconds: u64| -> Value {
             let n = ((seconds as f64 / slot_secs).ceil() as u64).max(1);
             let first = now_index.saturating_sub(n - 1);
-            // A window longer than the uptime is averaged over the uptime.
-            window_json(
-                slots.iter().filter(|s| s.index >= first),
-                seconds,
-                (seconds as f64).min(uptime),
-            )
+            // The window's time: full slots plus the part of the current one
+            // already elapsed, and never more than the uptime.
+            let in_current = uptime - now_index as f64 * slot_secs;
+            let covered = ((n - 1) as f64 * slot_secs + in_current.max(0.001))
+                .min(uptime)
+                .min(seconds as f64);
+            window_json(slots.iter().filter(|s| s.index >= first), seconds, covered)
         };
         let first_point = now_index.saturating_sub(359);
         let points: Vec<Value> = (first_point..=now_index)

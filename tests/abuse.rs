@@ -20,14 +20,7 @@ rate_limits:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_burst_then_429_with_retry_after_per_client() {
-    let origin = TestOrigin::start("shop").await;
-    let (listen, admin) = (free_addr(), free_addr());
-    let proxy = Rempart::start(
-        &policy(listen, admin, &[origin.addr], LOGIN_LIMIT),
-        listen,
-        admin,
-    )
-    .await;
+    let (origin, proxy) = shop_behind_rempart(LOGIN_LIMIT).await;
     let a = client_from([127, 0, 0, 2]);
     for _ in 0..3 {
         assert_eq!(
@@ -103,18 +96,11 @@ async fn a_burst_then_429_with_retry_after_per_client() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_origin_limit_never_throttles_cached_browsing() {
-    let origin = TestOrigin::start("shop").await;
-    let (listen, admin) = (free_addr(), free_addr());
     let extra = format!(
         "{}rate_limits:\n  limits:\n    - name: origin_protection\n      key: [ip]\n      rate: 2/m\n      burst: 2\n      scope: origin\n",
         preset_block("woocommerce.yaml", "cache")
     );
-    let proxy = Rempart::start(
-        &policy(listen, admin, &[origin.addr], &extra),
-        listen,
-        admin,
-    )
-    .await;
+    let (origin, proxy) = shop_behind_rempart(&extra).await;
     let c = client_from([127, 0, 0, 4]);
     for i in 0..30 {
         let r = c.get(proxy.url("/product/popular/")).send().await.unwrap();
@@ -134,16 +120,9 @@ async fn an_origin_limit_never_throttles_cached_browsing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_limit_with_action_ban_bans_the_client() {
-    let origin = TestOrigin::start("shop").await;
-    let (listen, admin) = (free_addr(), free_addr());
     let extra = LOGIN_LIMIT.replace("      burst: 3\n", "      burst: 3\n      action: ban\n")
         + "bans:\n  allowlist: [\"127.0.0.9\"]\n";
-    let proxy = Rempart::start(
-        &policy(listen, admin, &[origin.addr], &extra),
-        listen,
-        admin,
-    )
-    .await;
+    let (_origin, proxy) = shop_behind_rempart(&extra).await;
     for ip in [[127, 0, 0, 5], [127, 0, 0, 9]] {
         let c = client_from(ip);
         for _ in 0..3 {
@@ -226,10 +205,8 @@ fn check_refuses_invalid_rates_and_keys_with_their_line() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn scanners_are_refused_and_banned_while_browsers_pass() {
-    let origin = TestOrigin::start("shop").await;
-    let (listen, admin) = (free_addr(), free_addr());
     let extra = "bots:\n  allow_user_agents: [\"nessus-internal\"]\n";
-    let proxy = Rempart::start(&policy(listen, admin, &[origin.addr], extra), listen, admin).await;
+    let (origin, proxy) = shop_behind_rempart(extra).await;
     let scanner = client_from([127, 0, 0, 20]);
     let r = scanner
         .get(proxy.url("/wp-config.php.bak"))
@@ -272,10 +249,8 @@ async fn scanners_are_refused_and_banned_while_browsers_pass() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_404_flood_gets_the_client_banned() {
-    let origin = TestOrigin::start("shop").await;
-    let (listen, admin) = (free_addr(), free_addr());
     let extra = "bots:\n  not_found_flood:\n    rate: 5/m\n    burst: 5\n";
-    let proxy = Rempart::start(&policy(listen, admin, &[origin.addr], extra), listen, admin).await;
+    let (_origin, proxy) = shop_behind_rempart(extra).await;
     let prober = client_from([127, 0, 0, 30]);
     for i in 0..6 {
         let r = prober
@@ -322,14 +297,7 @@ brute_force:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failed_logins_lead_to_a_ban_and_successful_ones_do_not_count() {
-    let origin = TestOrigin::start("shop").await;
-    let (listen, admin) = (free_addr(), free_addr());
-    let proxy = Rempart::start(
-        &policy(listen, admin, &[origin.addr], LOGINS),
-        listen,
-        admin,
-    )
-    .await;
+    let (_origin, proxy) = shop_behind_rempart(LOGINS).await;
     let owner = client_from([127, 0, 0, 40]);
     for _ in 0..6 {
         let r = owner
@@ -388,14 +356,7 @@ async fn failed_logins_lead_to_a_ban_and_successful_ones_do_not_count() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_username_tried_from_many_addresses_gets_them_banned() {
-    let origin = TestOrigin::start("shop").await;
-    let (listen, admin) = (free_addr(), free_addr());
-    let proxy = Rempart::start(
-        &policy(listen, admin, &[origin.addr], LOGINS),
-        listen,
-        admin,
-    )
-    .await;
+    let (_origin, proxy) = shop_behind_rempart(LOGINS).await;
     // Two guesses each from four addresses: under the per-address limit, over the per-user one.
     for ip in 50..54u8 {
         let c = client_from([127, 0, 0, ip]);
@@ -421,14 +382,7 @@ async fn one_username_tried_from_many_addresses_gets_them_banned() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_xmlrpc_multicall_counts_every_password_guess() {
-    let origin = TestOrigin::start("shop").await;
-    let (listen, admin) = (free_addr(), free_addr());
-    let proxy = Rempart::start(
-        &policy(listen, admin, &[origin.addr], LOGINS),
-        listen,
-        admin,
-    )
-    .await;
+    let (_origin, proxy) = shop_behind_rempart(LOGINS).await;
     let call = "<value><struct><member><name>methodName</name><value><string>wp.getUsersBlogs</string></value></member><member><name>params</name><value><array><data><value><string>admin</string></value><value><string>pass</string></value></data></array></value></member></struct></value>";
     let body = format!(
         "<?xml version=\"1.0\"?><methodCall><methodName>system.multicall</methodName><params><param><value><array><data>{}</data></array></value></param></params></methodCall>",
@@ -462,14 +416,7 @@ card_testing:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn declined_payments_past_the_limit_ban_the_card_tester() {
-    let origin = TestOrigin::start("shop").await;
-    let (listen, admin) = (free_addr(), free_addr());
-    let proxy = Rempart::start(
-        &policy(listen, admin, &[origin.addr], CARD_TESTING),
-        listen,
-        admin,
-    )
-    .await;
+    let (_origin, proxy) = shop_behind_rempart(CARD_TESTING).await;
     // A buyer whose payments go through is never counted.
     let buyer = client_from([127, 0, 0, 70]);
     for _ in 0..6 {
@@ -512,14 +459,7 @@ async fn declined_payments_past_the_limit_ban_the_card_tester() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_cart_session_declined_from_many_addresses_is_caught() {
-    let origin = TestOrigin::start("shop").await;
-    let (listen, admin) = (free_addr(), free_addr());
-    let proxy = Rempart::start(
-        &policy(listen, admin, &[origin.addr], CARD_TESTING),
-        listen,
-        admin,
-    )
-    .await;
+    let (_origin, proxy) = shop_behind_rempart(CARD_TESTING).await;
     for ip in 80..85u8 {
         client_from([127, 0, 0, ip])
             .post(proxy.url("/?wc-ajax=checkout"))

@@ -14,11 +14,7 @@ async fn setup(extra: &str) -> (TestOrigin, Rempart) {
 }
 
 async fn setup_with(cache: &str, extra: &str) -> (TestOrigin, Rempart) {
-    let origin = TestOrigin::start("shop").await;
-    let (listen, admin) = (free_addr(), free_addr());
-    let text = policy(listen, admin, &[origin.addr], &format!("{cache}{extra}"));
-    let proxy = Rempart::start(&text, listen, admin).await;
-    (origin, proxy)
+    shop_behind_rempart(&format!("{cache}{extra}")).await
 }
 
 struct Page {

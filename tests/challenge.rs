@@ -24,10 +24,7 @@ bans:
 ";
 
 async fn setup(extra: &str) -> (TestOrigin, Rempart) {
-    let origin = TestOrigin::start("shop").await;
-    let (listen, admin) = (free_addr(), free_addr());
-    let proxy = Rempart::start(&policy(listen, admin, &[origin.addr], extra), listen, admin).await;
-    (origin, proxy)
+    shop_behind_rempart(extra).await
 }
 
 /// A scripted client: no user agent, no Accept-Language (score 5).

@@ -75,14 +75,7 @@ async fn metrics_are_present_and_grow_with_traffic() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stats_percentiles_follow_the_latency_injected_at_the_origin() {
-    let origin = TestOrigin::start("shop").await;
-    let (listen, admin) = (free_addr(), free_addr());
-    let proxy = Rempart::start(
-        &policy(listen, admin, &[origin.addr], "stats:\n  slot: 1s\n"),
-        listen,
-        admin,
-    )
-    .await;
+    let (_origin, proxy) = shop_behind_rempart("stats:\n  slot: 1s\n").await;
     let tasks: Vec<_> = (0..20)
         .map(|i| {
             let url = proxy.url(&format!("/product/{i}/?ms=150"));

@@ -555,3 +555,12 @@ pub fn preset_block(preset: &str, key: &str) -> String {
     assert!(!out.is_empty(), "no `{key}` block in {preset}");
     out
 }
+
+/// The usual scene: a test origin named `shop` and Rempart in front of it,
+/// with the policy's extra blocks.
+pub async fn shop_behind_rempart(extra: &str) -> (TestOrigin, Rempart) {
+    let origin = TestOrigin::start("shop").await;
+    let (listen, admin) = (free_addr(), free_addr());
+    let proxy = Rempart::start(&policy(listen, admin, &[origin.addr], extra), listen, admin).await;
+    (origin, proxy)
+}

@@ -85,8 +85,14 @@ async fn stats_percentiles_follow_the_latency_injected_at_the_origin() {
     for t in tasks {
         assert_eq!(t.await.unwrap(), 200);
     }
+    // The client may have its answer a moment before the proxy logs it.
+    let counted = eventually(Duration::from_secs(5), || async {
+        stats(&proxy).await["windows"]["1m"]["requests"] == 20
+    })
+    .await;
     let doc = stats(&proxy).await;
     let w = &doc["windows"]["1m"];
+    assert!(counted, "{doc}");
     assert_eq!(w["requests"], 20, "{doc}");
     let p50 = w["latency_ms"]["p50"].as_f64().unwrap();
     let p99 = w["latency_ms"]["p99"].as_f64().unwrap();

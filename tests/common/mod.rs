@@ -370,16 +370,36 @@ impl Rempart {
         r
     }
 
-    /// The Prometheus text of `/metrics`.
+    /// The Prometheus text of `/metrics`, once the proxy has finished logging
+    /// the requests it answered (a client can have its answer a moment before
+    /// the proxy counts it): two scrapes 50 ms apart with the same totals.
     pub async fn metrics(&self) -> String {
-        client()
-            .get(self.admin_url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text")
+        let scrape = || async {
+            client()
+                .get(self.admin_url("/metrics"))
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("metrics text")
+        };
+        let answered = |text: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with("rempart_proxy_requests_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        let mut last = scrape().await;
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let next = scrape().await;
+            if answered(&next) == answered(&last) {
+                return next;
+            }
+            last = next;
+        }
+        last
     }
 
     async fn wait_ready(&mut self) {

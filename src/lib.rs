@@ -24,4 +24,5 @@ pub mod server;
 pub mod stats;
 pub mod tls;
 pub mod upstream;
+pub mod waf;
 pub mod webhook;

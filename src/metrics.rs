@@ -163,6 +163,24 @@ pub static BANS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     ))
 });
 
+/// Requests the WAF inspected, by outcome.
+pub static WAF_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(register_int_counter_vec!(
+        "rempart_waf_requests_total",
+        "Requests inspected by the WAF, by outcome (clean, logged, detected, blocked, rejected)",
+        &["outcome"]
+    ))
+});
+
+/// WAF rule matches, by rule id.
+pub static WAF_RULE_HITS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(register_int_counter_vec!(
+        "rempart_waf_rule_hits_total",
+        "Matches of logging WAF rules, by rule id",
+        &["rule"]
+    ))
+});
+
 /// Creates every metric so that `/metrics` lists them from the start.
 pub fn init() {
     LazyLock::force(&REQUESTS);
@@ -173,6 +191,8 @@ pub fn init() {
     LazyLock::force(&UPSTREAM_RETRIES);
     LazyLock::force(&RATE_LIMITED);
     LazyLock::force(&BANS);
+    LazyLock::force(&WAF_REQUESTS);
+    LazyLock::force(&WAF_RULE_HITS);
     LazyLock::force(&CHALLENGES);
     LazyLock::force(&CACHE_LOOKUPS);
     LazyLock::force(&CACHE_BYPASS);

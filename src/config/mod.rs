@@ -11,6 +11,7 @@ mod parse;
 pub mod raw;
 pub mod store;
 pub mod units;
+mod waf;
 
 use crate::alerts::AlertPolicy;
 use crate::bans::BanPolicy;
@@ -69,6 +70,8 @@ pub struct Snapshot {
     pub bots: Option<BotSettings>,
     /// Request-phase filters, in order (IP lists first).
     pub request_filters: FilterChain,
+    /// The web application firewall (CRS and the policy's own rules).
+    pub waf: Option<Arc<crate::waf::Waf>>,
     /// Problems that do not stop `check` but may stop `run` (missing certificates).
     pub warnings: Vec<Diagnostic>,
 }
@@ -565,6 +568,10 @@ fn compile(
         not_found_flood = flood.map(Arc::new);
         bots = settings;
     }
+    let waf = raw.waf.and_then(|block| {
+        c.file = block.file;
+        waf::compile_waf(&mut c, block.value)
+    });
 
     Snapshot {
         source: file.to_path_buf(),
@@ -583,6 +590,7 @@ fn compile(
         logins,
         bots,
         request_filters,
+        waf,
         warnings: c.warnings,
     }
 }

@@ -94,7 +94,8 @@ fn merge(into: &mut RawPolicy, from: RawPolicy, file: &Path, at: Pos, diags: &mu
         rate_limits,
         bots,
         brute_force,
-        card_testing
+        card_testing,
+        waf
     );
     into.ip_filter.extend(from.ip_filter);
     into.seen.extend(from.seen);
@@ -160,6 +161,7 @@ pub fn parse_file(path: &Path, diags: &mut Diagnostics) -> RawPolicy {
             "bots" => policy.bots = section(path, &src, diags),
             "brute_force" => policy.brute_force = section(path, &src, diags),
             "card_testing" => policy.card_testing = section(path, &src, diags),
+            "waf" => policy.waf = section(path, &src, diags),
             other => diags.push(
                 Diagnostic::new(path, at, format!("unknown block `{other}`"))
                     .with_hint(unknown_key_hint(other, SECTIONS)),

@@ -22,6 +22,10 @@ pub struct RequestCtx {
     pub request_id: String,
     /// Request body bytes seen so far (for the body size limit).
     pub body_bytes: u64,
+    /// The WAF's inspection of this request.
+    pub waf: Option<super::inspect::Inspection>,
+    /// A refusal decided while the body streamed, sent by `fail_to_proxy`.
+    pub pending_reply: Option<crate::filter::Reply>,
 }
 
 #[derive(Debug)]

@@ -13,6 +13,7 @@
 
 pub mod ctx;
 pub mod headers;
+pub mod inspect;
 pub mod reply;
 
 use crate::bans::BanList;
@@ -97,6 +98,9 @@ impl Proxy {
         }
         let json = reply::wants_json(&session.req_header().headers);
         let (mut head, body) = reply::render(&reply, &ctx.request_id, json)?;
+        if let Some(ids) = ctx.waf.as_ref().and_then(|w| w.debug_header()) {
+            head.insert_header("x-rempart-waf", ids)?;
+        }
         if let Some(hsts) = self.hsts(ctx) {
             head.insert_header("strict-transport-security", hsts)?;
         }
@@ -647,6 +651,12 @@ impl ProxyHttp for Proxy {
                 return Ok(true);
             }
         }
+        if let Some(waf) = &snapshot.waf {
+            if let Some(reply) = inspect::start(session, ctx, waf) {
+                self.respond(session, ctx, "waf", reply).await?;
+                return Ok(true);
+            }
+        }
         let req = session.req_header();
         if let Some(rule) = snapshot
             .logins
@@ -676,7 +686,7 @@ impl ProxyHttp for Proxy {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let (Some(chunk), Some(login)) = (body.as_ref(), ctx.login.as_mut()) {
@@ -694,6 +704,12 @@ impl ProxyHttp for Proxy {
                     "request body over limits.max_body_bytes",
                 );
             }
+        }
+        if let Some(reply) = ctx.waf.as_mut().and_then(|w| w.body(body, end_of_stream)) {
+            let status = reply.status;
+            ctx.decision.by = "waf";
+            ctx.pending_reply = Some(reply);
+            return Error::e_explain(ErrorType::HTTPStatus(status), "refused by the WAF");
         }
         Ok(())
     }
@@ -945,6 +961,9 @@ impl ProxyHttp for Proxy {
         if let Some(hsts) = self.hsts(ctx) {
             response.insert_header("strict-transport-security", hsts)?;
         }
+        if let Some(ids) = ctx.waf.as_ref().and_then(|w| w.debug_header()) {
+            response.insert_header("x-rempart-waf", ids)?;
+        }
         Ok(())
     }
 
@@ -955,7 +974,7 @@ impl ProxyHttp for Proxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let Some(reply) = error_reply(e) else {
+        let Some(reply) = ctx.pending_reply.take().or_else(|| error_reply(e)) else {
             return FailToProxy {
                 error_code: 0,
                 can_reuse_downstream: false,
@@ -1017,6 +1036,9 @@ impl ProxyHttp for Proxy {
         } else {
             ctx.client.ip
         };
+        if let Some(inspection) = &ctx.waf {
+            inspection.finish(ctx, session, &shown_ip.to_string());
+        }
         self.stats.record(&RequestRecord {
             status,
             latency: elapsed,

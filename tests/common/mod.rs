@@ -584,3 +584,45 @@ pub async fn shop_behind_rempart(extra: &str) -> (TestOrigin, Rempart) {
     let proxy = Rempart::start(&policy(listen, admin, &[origin.addr], extra), listen, admin).await;
     (origin, proxy)
 }
+
+impl Rempart {
+    /// Like `start`, for policies that take long to load (the whole OWASP
+    /// CRS, in a debug build): waits up to `limit` instead of 20 s for the
+    /// admin API and the listener.
+    pub async fn start_within(
+        policy_text: &str,
+        listen: SocketAddr,
+        admin: SocketAddr,
+        limit: Duration,
+    ) -> Rempart {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let policy = dir.path().join("policy.yaml");
+        std::fs::write(&policy, policy_text).expect("write policy");
+        let child = spawn(&policy, dir.path(), &[], &[]);
+        let mut r = Rempart {
+            child,
+            listen,
+            admin,
+            dir,
+            policy,
+        };
+        let deadline = Instant::now() + limit;
+        let url = format!("http://{admin}/health");
+        let client = client();
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = r.child.try_wait() {
+                panic!("rempart exited early with {status}:\n{}", r.log());
+            }
+            if let Ok(answer) = client.get(&url).send().await {
+                if answer.status() == 200 && TcpStream::connect(listen).await.is_ok() {
+                    return r;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "rempart did not become ready within {limit:?}:\n{}",
+            r.log()
+        );
+    }
+}

@@ -1,0 +1,442 @@
+//! Request body processors: url-encoded forms, multipart forms, JSON and XML
+//! turned into named values the rules inspect. Malformed bodies never fail
+//! the request here; they set an error the rules (and the policy) act on.
+
+/// Name/value pairs, names decoded to text, values kept as bytes.
+pub type Pairs = Vec<(String, Vec<u8>)>;
+
+/// Decodes `%XX` and `+`; returns whether an invalid escape was seen.
+pub fn url_decode(input: &[u8], plus_is_space: bool) -> (Vec<u8>, bool) {
+    let mut out = Vec::with_capacity(input.len());
+    let mut invalid = false;
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'%' => {
+                let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
+                match (hex(input.get(i + 1)), hex(input.get(i + 2))) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 3;
+                        continue;
+                    }
+                    _ => {
+                        invalid = true;
+                        out.push(b'%');
+                    }
+                }
+            }
+            b'+' if plus_is_space => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    (out, invalid)
+}
+
+/// `a=1&b=2` pairs (query strings and url-encoded bodies).
+pub fn urlencoded(input: &[u8]) -> (Pairs, bool) {
+    let mut pairs = Vec::new();
+    let mut invalid = false;
+    for part in input.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
+        let (name, value) = match part.iter().position(|b| *b == b'=') {
+            Some(eq) => (&part[..eq], &part[eq + 1..]),
+            None => (part, &b""[..]),
+        };
+        let (name, bad_name) = url_decode(name, true);
+        let (value, bad_value) = url_decode(value, true);
+        invalid |= bad_name || bad_value;
+        pairs.push((String::from_utf8_lossy(&name).into_owned(), value));
+    }
+    (pairs, invalid)
+}
+
+/// Cookie header pairs: `a=1; b=2` (not decoded, as ModSecurity keeps them).
+pub fn cookies(header: &[u8], into: &mut Pairs) {
+    for part in header.split(|b| *b == b';') {
+        let part = trim(part);
+        if part.is_empty() {
+            continue;
+        }
+        let (name, value) = match part.iter().position(|b| *b == b'=') {
+            Some(eq) => (&part[..eq], &part[eq + 1..]),
+            None => (part, &b""[..]),
+        };
+        into.push((
+            String::from_utf8_lossy(trim(name)).into_owned(),
+            value.to_vec(),
+        ));
+    }
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &bytes[start..end.max(start)]
+}
+
+/// What a multipart body holds.
+#[derive(Debug, Default)]
+pub struct Multipart {
+    pub fields: Pairs,
+    /// (field name, file name)
+    pub files: Pairs,
+    /// (field name, size)
+    pub file_sizes: Vec<(String, usize)>,
+    /// (field name, whole header line)
+    pub part_headers: Pairs,
+    pub strict_error: bool,
+    pub unmatched_boundary: bool,
+    pub error: Option<String>,
+}
+
+/// The boundary parameter of a multipart Content-Type.
+pub fn boundary(content_type: &str) -> Option<String> {
+    content_type.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| value.trim().trim_matches('"').to_string())
+            .filter(|b| !b.is_empty())
+    })
+}
+
+/// Parses `multipart/form-data` (RFC 7578) leniently, flagging anything odd.
+pub fn multipart(body: &[u8], boundary: &str) -> Multipart {
+    let mut out = Multipart::default();
+    let delimiter = format!("--{boundary}");
+    let delimiter = delimiter.as_bytes();
+    let Some(first) = find(body, delimiter, 0) else {
+        out.unmatched_boundary = true;
+        out.strict_error = true;
+        out.error = Some("multipart: no boundary found".into());
+        return out;
+    };
+    if first != 0 && !body[..first].iter().all(|b| b.is_ascii_whitespace()) {
+        out.strict_error = true;
+    }
+    let mut pos = first + delimiter.len();
+    let mut closed = false;
+    loop {
+        if body[pos..].starts_with(b"--") {
+            closed = true;
+            break;
+        }
+        // The rest of the boundary line.
+        let Some(line_end) = find(body, b"\n", pos) else {
+            break;
+        };
+        if !body[pos..line_end]
+            .iter()
+            .all(|b| *b == b'\r' || *b == b' ' || *b == b'\t')
+        {
+            out.strict_error = true;
+        }
+        if line_end == 0 || body[line_end - 1] != b'\r' {
+            out.strict_error = true;
+        }
+        let headers_start = line_end + 1;
+        let (headers_end, content_start) = match find(body, b"\r\n\r\n", headers_start) {
+            Some(end) => (end, end + 4),
+            None => match find(body, b"\n\n", headers_start) {
+                Some(end) => {
+                    out.strict_error = true;
+                    (end, end + 2)
+                }
+                None => {
+                    out.strict_error = true;
+                    out.error = Some("multipart: part headers never end".into());
+                    break;
+                }
+            },
+        };
+        let next = find(body, delimiter, content_start);
+        let content_end = match next {
+            Some(n) => {
+                let mut end = n;
+                if end > content_start && body[end - 1] == b'\n' {
+                    end -= 1;
+                    if end > content_start && body[end - 1] == b'\r' {
+                        end -= 1;
+                    }
+                } else {
+                    out.strict_error = true;
+                }
+                end
+            }
+            None => body.len(),
+        };
+        let headers = &body[headers_start..headers_end.max(headers_start)];
+        let content =
+            &body[content_start.min(body.len())..content_end.max(content_start).min(body.len())];
+        part(&mut out, headers, content);
+        match next {
+            Some(n) => pos = n + delimiter.len(),
+            None => break,
+        }
+        if pos >= body.len() {
+            break;
+        }
+    }
+    if !closed {
+        out.unmatched_boundary = true;
+        out.strict_error = true;
+        out.error
+            .get_or_insert_with(|| "multipart: final boundary missing".into());
+    }
+    out
+}
+
+fn part(out: &mut Multipart, headers: &[u8], content: &[u8]) {
+    let text = String::from_utf8_lossy(headers);
+    let mut name = None;
+    let mut filename = None;
+    let lines: Vec<&str> = text.split('\n').map(|l| l.trim_end_matches('\r')).collect();
+    for line in &lines {
+        if line.starts_with(' ') || line.starts_with('\t') {
+            out.strict_error = true; // folded header lines
+        }
+        let Some((key, value)) = line.split_once(':') else {
+            if !line.trim().is_empty() {
+                out.strict_error = true;
+            }
+            continue;
+        };
+        if key.trim().eq_ignore_ascii_case("content-disposition") {
+            let mut params = value.split(';');
+            if !params
+                .next()
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("form-data"))
+            {
+                out.strict_error = true;
+            }
+            for param in params {
+                let Some((k, v)) = param.split_once('=') else {
+                    out.strict_error = true;
+                    continue;
+                };
+                let v = v.trim();
+                let unquoted = match v.strip_prefix('"') {
+                    Some(rest) => match rest.strip_suffix('"') {
+                        Some(inner) => inner.to_string(),
+                        None => {
+                            out.strict_error = true;
+                            rest.to_string()
+                        }
+                    },
+                    None => v.to_string(),
+                };
+                if unquoted.contains('\'') || unquoted.contains('\\') {
+                    // Quotes and backslashes inside names are evasion attempts.
+                    out.strict_error = true;
+                }
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "name" => name = Some(unquoted),
+                    "filename" | "filename*" => filename = Some(unquoted),
+                    _ => {}
+                }
+            }
+        }
+    }
+    let Some(name) = name else {
+        out.strict_error = true;
+        return;
+    };
+    for line in lines.iter().filter(|l| !l.trim().is_empty()) {
+        out.part_headers
+            .push((name.clone(), line.as_bytes().to_vec()));
+    }
+    match filename {
+        Some(file) => {
+            out.files.push((name.clone(), file.into_bytes()));
+            out.file_sizes.push((name, content.len()));
+        }
+        None => out.fields.push((name, content.to_vec())),
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    if needle.is_empty() || from > haystack.len() {
+        return None;
+    }
+    haystack[from..]
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| p + from)
+}
+
+/// JSON leaves as `json.a.b` / `json.list.0` pairs (ModSecurity's naming).
+pub fn json(body: &[u8]) -> Result<Pairs, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("JSON parsing error: {e}"))?;
+    let mut out = Vec::new();
+    flatten("json".to_string(), &value, &mut out);
+    Ok(out)
+}
+
+fn flatten(prefix: String, value: &serde_json::Value, out: &mut Pairs) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                flatten(format!("{prefix}.{k}"), v, out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                flatten(format!("{prefix}.{i}"), v, out);
+            }
+        }
+        Value::String(s) => out.push((prefix, s.clone().into_bytes())),
+        Value::Null => out.push((prefix, Vec::new())),
+        other => out.push((prefix, other.to_string().into_bytes())),
+    }
+}
+
+/// (text nodes, attribute values)
+pub type XmlValues = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+
+/// XML text nodes and attribute values (what `XML:/*` and `XML://@*` hold).
+/// A light scanner, not a validating parser: markup that does not close is an error.
+pub fn xml(body: &[u8]) -> Result<XmlValues, String> {
+    let mut texts = Vec::new();
+    let mut attributes = Vec::new();
+    let mut i = 0;
+    let mut saw_element = false;
+    while i < body.len() {
+        if body[i] == b'<' {
+            let Some(end) = find(body, b">", i) else {
+                return Err("XML parsing error: unclosed markup".into());
+            };
+            let tag = &body[i + 1..end];
+            if tag
+                .first()
+                .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_')
+            {
+                saw_element = true;
+                attribute_values(tag, &mut attributes);
+            }
+            i = end + 1;
+        } else {
+            let end = body[i..]
+                .iter()
+                .position(|b| *b == b'<')
+                .map_or(body.len(), |p| p + i);
+            let text = trim(&body[i..end]);
+            if !text.is_empty() {
+                texts.push(text.to_vec());
+            }
+            i = end;
+        }
+    }
+    if !saw_element {
+        return Err("XML parsing error: no element".into());
+    }
+    Ok((texts, attributes))
+}
+
+fn attribute_values(tag: &[u8], out: &mut Vec<Vec<u8>>) {
+    let mut i = 0;
+    while i < tag.len() {
+        if tag[i] == b'"' || tag[i] == b'\'' {
+            let quote = tag[i];
+            let start = i + 1;
+            let end = tag[start..]
+                .iter()
+                .position(|b| *b == quote)
+                .map_or(tag.len(), |p| p + start);
+            out.push(tag[start..end].to_vec());
+            i = end + 1;
+        } else {
+            i += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_encoded_pairs_and_errors() {
+        let (pairs, bad) = urlencoded(b"a=1+2&b=%27x%27&flag&c=%zz");
+        assert_eq!(pairs[0], ("a".into(), b"1 2".to_vec()));
+        assert_eq!(pairs[1], ("b".into(), b"'x'".to_vec()));
+        assert_eq!(pairs[2], ("flag".into(), Vec::new()));
+        assert_eq!(pairs[3].1, b"%zz");
+        assert!(bad);
+    }
+
+    #[test]
+    fn cookie_pairs() {
+        let mut out = Vec::new();
+        cookies(b"sbjs_current=typ%3Dtypein; session ; a=b=c", &mut out);
+        assert_eq!(out[0], ("sbjs_current".into(), b"typ%3Dtypein".to_vec()));
+        assert_eq!(out[1], ("session".into(), Vec::new()));
+        assert_eq!(out[2], ("a".into(), b"b=c".to_vec()));
+    }
+
+    #[test]
+    fn multipart_fields_files_and_flags() {
+        let body = b"--XX\r\nContent-Disposition: form-data; name=\"comment\"\r\n\r\nhello\r\n--XX\r\nContent-Disposition: form-data; name=\"upload\"; filename=\"shell.php\"\r\nContent-Type: text/plain\r\n\r\n<?php ?>\r\n--XX--\r\n";
+        let m = multipart(body, "XX");
+        assert_eq!(m.fields, vec![("comment".to_string(), b"hello".to_vec())]);
+        assert_eq!(m.files, vec![("upload".to_string(), b"shell.php".to_vec())]);
+        assert_eq!(m.file_sizes, vec![("upload".to_string(), 8)]);
+        assert!(!m.strict_error && !m.unmatched_boundary, "{m:?}");
+        assert_eq!(m.part_headers.len(), 3);
+
+        let broken = multipart(
+            b"--XX\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nno end",
+            "XX",
+        );
+        assert!(broken.unmatched_boundary && broken.strict_error);
+        assert_eq!(broken.fields[0].1, b"no end");
+        assert!(multipart(b"garbage", "XX").unmatched_boundary);
+        assert!(
+            multipart(
+                b"--XX\r\nContent-Disposition: form-data; name=\"a\"\r\n",
+                "XX"
+            )
+            .strict_error
+        );
+        assert_eq!(
+            boundary("multipart/form-data; boundary=\"abc\""),
+            Some("abc".into())
+        );
+        assert_eq!(boundary("multipart/form-data"), None);
+    }
+
+    #[test]
+    fn json_leaves_are_named_by_path() {
+        let pairs =
+            json(br#"{"billing":{"first_name":"O'Brien"},"items":[{"id":5}],"ok":true,"n":null}"#)
+                .unwrap();
+        assert!(pairs.contains(&("json.billing.first_name".into(), b"O'Brien".to_vec())));
+        assert!(pairs.contains(&("json.items.0.id".into(), b"5".to_vec())));
+        assert!(pairs.contains(&("json.ok".into(), b"true".to_vec())));
+        assert!(json(b"{broken").is_err());
+        let deep = "[".repeat(5000);
+        assert!(
+            json(deep.as_bytes()).is_err(),
+            "deep nesting is an error, not a stack overflow"
+        );
+    }
+
+    #[test]
+    fn xml_texts_and_attributes() {
+        let (texts, attrs) =
+            xml(b"<?xml version=\"1.0\"?><a x=\"1\"><b>hi</b> <c>there</c></a>").unwrap();
+        assert_eq!(texts, vec![b"hi".to_vec(), b"there".to_vec()]);
+        assert_eq!(attrs, vec![b"1".to_vec()]);
+        assert!(xml(b"<a").is_err());
+        assert!(xml(b"just text").is_err());
+    }
+}

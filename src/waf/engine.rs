@@ -1,0 +1,642 @@
+//! Runs a rule set over one request, phase by phase, the way ModSecurity
+//! does: targets, transformations, operator, then actions (setvar, ctl,
+//! skipAfter, disruptive), with TX variables and macro expansion.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::compile::{Item, RuleSet};
+use super::operator::atoi;
+use super::request::RequestData;
+use super::rule::*;
+use super::transform::{apply_all, Transform};
+
+/// One rule that matched, as audit records and metrics report it.
+#[derive(Debug, Clone)]
+pub struct Match {
+    pub id: u32,
+    pub phase: u8,
+    pub msg: String,
+    pub data: String,
+    pub severity: Option<u8>,
+    /// `ARGS:q`, `REQUEST_HEADERS:User-Agent`...
+    pub target: String,
+    pub fragment: String,
+    /// Logged but not scored nor enforced (a detect-only rule).
+    pub detect_only: bool,
+    /// Whether the rule logs (`nolog` rules are counted, not reported).
+    pub log: bool,
+}
+
+/// The rule that stopped a request.
+#[derive(Debug, Clone)]
+pub struct Block {
+    pub rule: u32,
+    pub status: u16,
+    pub msg: String,
+}
+
+/// Per-request changes made by `ctl` actions and policy exclusions.
+#[derive(Debug, Default, Clone)]
+pub struct Tuning {
+    pub removed_ids: Vec<IdRange>,
+    pub removed_tags: Vec<String>,
+    pub targets_by_id: Vec<(IdRange, TargetExclusion)>,
+    pub targets_by_tag: Vec<(String, TargetExclusion)>,
+    pub detect_ids: Vec<IdRange>,
+    pub detect_tags: Vec<String>,
+}
+
+impl Tuning {
+    fn removes(&self, rule: &Rule) -> bool {
+        self.removed_ids.iter().any(|r| r.contains(rule.id))
+            || self.removed_tags.iter().any(|t| rule.has_tag(t))
+    }
+
+    fn detect_only(&self, rule: &Rule) -> bool {
+        self.detect_ids.iter().any(|r| r.contains(rule.id))
+            || self.detect_tags.iter().any(|t| rule.has_tag(t))
+    }
+
+    fn exclusions_for(&self, rule: &Rule) -> Vec<TargetExclusion> {
+        let by_id = self
+            .targets_by_id
+            .iter()
+            .filter(|(r, _)| r.contains(rule.id))
+            .map(|(_, e)| e.clone());
+        let by_tag = self
+            .targets_by_tag
+            .iter()
+            .filter(|(t, _)| rule.has_tag(t))
+            .map(|(_, e)| e.clone());
+        by_id.chain(by_tag).collect()
+    }
+}
+
+/// Evaluation state of one request.
+#[derive(Debug)]
+struct State {
+    tx: HashMap<String, Vec<u8>>,
+    tuning: Tuning,
+    mode: EngineMode,
+    processor: Option<String>,
+    body_access: bool,
+    matched_var: (String, Vec<u8>),
+    matched_vars: Vec<(String, Vec<u8>)>,
+    matches: Vec<Match>,
+    block: Option<Block>,
+    would_block: Option<Block>,
+    allowed: bool,
+}
+
+/// Transformed values reused between rules: (chain, value address, length).
+type Cache = HashMap<(usize, usize, usize), Arc<[u8]>>;
+
+/// A request under inspection.
+pub struct Transaction {
+    set: Arc<RuleSet>,
+    pub data: RequestData,
+    state: State,
+    cache: Cache,
+}
+
+impl Transaction {
+    pub fn new(set: Arc<RuleSet>, data: RequestData, mode: EngineMode, tuning: Tuning) -> Self {
+        Transaction {
+            set,
+            data,
+            state: State {
+                tx: HashMap::new(),
+                tuning,
+                mode,
+                processor: None,
+                body_access: true,
+                matched_var: Default::default(),
+                matched_vars: Vec::new(),
+                matches: Vec::new(),
+                block: None,
+                would_block: None,
+                allowed: false,
+            },
+            cache: HashMap::new(),
+        }
+    }
+
+    /// Runs phase 1 (request headers) or 2 (request body).
+    pub fn run_phase(&mut self, phase: usize) {
+        self.cache.clear();
+        let set = self.set.clone();
+        let Some(items) = set.phases.get(phase) else {
+            return;
+        };
+        let mut i = 0;
+        while i < items.len() {
+            if self.state.block.is_some()
+                || self.state.allowed
+                || self.state.mode == EngineMode::Off
+            {
+                return;
+            }
+            let Item::Rule(index) = &items[i] else {
+                i += 1;
+                continue;
+            };
+            let Some(rule) = set.rules.get(*index) else {
+                i += 1;
+                continue;
+            };
+            i += 1;
+            if self.state.tuning.removes(rule) {
+                continue;
+            }
+            if !self.evaluate_chain(rule) {
+                continue;
+            }
+            if let Some(marker) = &rule.skip_after {
+                let found = items[i..]
+                    .iter()
+                    .position(|item| matches!(item, Item::Marker(m) if **m == **marker));
+                i = found.map_or(items.len(), |p| i + p + 1);
+            } else if rule.skip > 0 {
+                let mut left = rule.skip;
+                while left > 0 && i < items.len() {
+                    if matches!(items[i], Item::Rule(_)) {
+                        left -= 1;
+                    }
+                    i += 1;
+                }
+            }
+        }
+    }
+
+    /// Sets the body the policy lets us inspect and parses it.
+    pub fn set_body(&mut self, bytes: Vec<u8>, total_length: usize) {
+        if !self.state.body_access {
+            return;
+        }
+        let processor = self
+            .state
+            .processor
+            .clone()
+            .or_else(|| self.data.processor_for().map(str::to_string));
+        self.data
+            .set_body(bytes, total_length, processor.as_deref());
+    }
+
+    /// The anomaly-score fallback when the rules hold no blocking evaluation
+    /// (only YAML rules, no CRS): sums the per-level scores up to `paranoia`.
+    pub fn evaluate_score(&mut self, paranoia: u8, threshold: i64) {
+        if self.set.has_blocking_evaluation {
+            return;
+        }
+        let score = self.score(paranoia);
+        if score >= threshold && threshold > 0 {
+            let block = Block {
+                rule: 0,
+                status: 403,
+                msg: format!("Inbound anomaly score {score} reached the threshold {threshold}"),
+            };
+            self.disrupt(block);
+        }
+    }
+
+    /// The inbound anomaly score so far.
+    pub fn score(&self, paranoia: u8) -> i64 {
+        match self.state.tx.get("blocking_inbound_anomaly_score") {
+            Some(v) if self.set.has_blocking_evaluation => atoi(v),
+            _ => (1..=paranoia.min(4))
+                .map(|pl| self.tx(&format!("inbound_anomaly_score_pl{pl}")))
+                .sum(),
+        }
+    }
+
+    pub fn tx(&self, name: &str) -> i64 {
+        self.state.tx.get(name).map(|v| atoi(v)).unwrap_or(0)
+    }
+
+    pub fn blocked(&self) -> Option<&Block> {
+        self.state.block.as_ref()
+    }
+
+    /// What would have been blocked in detect-only mode.
+    pub fn would_block(&self) -> Option<&Block> {
+        self.state.would_block.as_ref()
+    }
+
+    pub fn matches(&self) -> &[Match] {
+        &self.state.matches
+    }
+
+    pub fn allowed(&self) -> bool {
+        self.state.allowed
+    }
+
+    /// Whether body inspection was switched off by a rule (`ctl:requestBodyAccess=Off`)
+    /// or the engine was turned off for this request.
+    pub fn wants_body(&self) -> bool {
+        self.state.body_access
+            && !self.state.allowed
+            && self.state.block.is_none()
+            && self.state.mode != EngineMode::Off
+    }
+
+    fn disrupt(&mut self, block: Block) {
+        match self.state.mode {
+            EngineMode::On => self.state.block = Some(block),
+            _ => {
+                self.state.would_block.get_or_insert(block);
+            }
+        }
+    }
+
+    /// Evaluates a rule and its chain; on a full match runs the actions.
+    fn evaluate_chain(&mut self, head: &Rule) -> bool {
+        let exclusions = self.state.tuning.exclusions_for(head);
+        let mut link = Some(head);
+        let mut fired = Vec::new();
+        while let Some(rule) = link {
+            match self.evaluate(rule, head, &exclusions) {
+                Some(m) => fired.push(m),
+                None => return false,
+            }
+            link = rule.chain.as_deref();
+        }
+        let detect_only = self.state.tuning.detect_only(head);
+        let mut link = Some(head);
+        while let Some(rule) = link {
+            if !detect_only {
+                for setvar in &rule.setvars {
+                    self.setvar(setvar, head);
+                }
+            }
+            for ctl in &rule.ctls {
+                self.ctl(ctl);
+            }
+            link = rule.chain.as_deref();
+        }
+        let (target, fragment) = fired.into_iter().next().unwrap_or_default();
+        let msg = head
+            .msg
+            .as_ref()
+            .map(|m| lossy(&self.expand(m, head)))
+            .unwrap_or_default();
+        let data = head
+            .logdata
+            .as_ref()
+            .map(|m| lossy(&self.expand(m, head)))
+            .unwrap_or_default();
+        self.state.matches.push(Match {
+            id: head.id,
+            phase: head.phase,
+            msg: msg.clone(),
+            data,
+            severity: head.severity,
+            target,
+            fragment: truncate(&fragment, 120),
+            detect_only,
+            log: head.log,
+        });
+        match head.disruptive {
+            Disruptive::Deny if !detect_only => self.disrupt(Block {
+                rule: head.id,
+                status: head.status.unwrap_or(403),
+                msg,
+            }),
+            Disruptive::Allow if !detect_only => self.state.allowed = true,
+            _ => {}
+        }
+        true
+    }
+
+    /// One link: returns the first matched (target name, fragment).
+    fn evaluate(
+        &mut self,
+        rule: &Rule,
+        head: &Rule,
+        exclusions: &[TargetExclusion],
+    ) -> Option<(String, Vec<u8>)> {
+        let param = rule
+            .operator
+            .param()
+            .map(|m| self.expand(m, head))
+            .unwrap_or_default();
+        let mut visit = Visit {
+            rule,
+            exclusions,
+            param: &param,
+            state: &mut self.state,
+            cache: &mut self.cache,
+            hits: Vec::new(),
+            first: None,
+            count: 0,
+        };
+        for target in &rule.targets {
+            visit.target(&self.data, target);
+        }
+        let Visit { hits, first, .. } = visit;
+        if hits.is_empty() {
+            return None;
+        }
+        if let Some(last) = hits.last() {
+            self.state.matched_var = last.clone();
+        }
+        self.state.matched_vars = hits;
+        first
+    }
+
+    fn setvar(&mut self, setvar: &SetVar, rule: &Rule) {
+        let name = lossy(&self.expand(&setvar.name, rule)).to_ascii_lowercase();
+        match &setvar.op {
+            SetOp::Delete => {
+                self.state.tx.remove(&name);
+            }
+            SetOp::Set(value) => {
+                let value = self.expand(value, rule);
+                self.state.tx.insert(name, value);
+            }
+            SetOp::Add(value) | SetOp::Sub(value) => {
+                let delta = atoi(&self.expand(value, rule));
+                let delta = if matches!(setvar.op, SetOp::Sub(_)) {
+                    -delta
+                } else {
+                    delta
+                };
+                let current = self.state.tx.get(&name).map(|v| atoi(v)).unwrap_or(0);
+                self.state
+                    .tx
+                    .insert(name, current.saturating_add(delta).to_string().into_bytes());
+            }
+        }
+    }
+
+    fn ctl(&mut self, ctl: &Ctl) {
+        let t = &mut self.state.tuning;
+        match ctl {
+            Ctl::RemoveById(ranges) => t.removed_ids.extend(ranges.iter().copied()),
+            Ctl::RemoveByTag(tag) => t.removed_tags.push(tag.clone()),
+            Ctl::RemoveTargetById(range, e) => t.targets_by_id.push((*range, e.clone())),
+            Ctl::RemoveTargetByTag(tag, e) => t.targets_by_tag.push((tag.clone(), e.clone())),
+            Ctl::RuleEngine(mode) => {
+                // A rule may relax the engine for a request, never harden what the policy set.
+                if !(self.state.mode == EngineMode::DetectionOnly && *mode == EngineMode::On) {
+                    self.state.mode = *mode;
+                }
+            }
+            Ctl::BodyProcessor(p) => self.state.processor = Some(p.clone()),
+            Ctl::BodyAccess(on) => self.state.body_access = *on,
+            Ctl::ForceBodyVariable(_) | Ctl::Ignored => {}
+        }
+    }
+
+    /// Expands `%{...}` references.
+    fn expand(&self, m: &Macro, rule: &Rule) -> Vec<u8> {
+        if let Some(text) = m.literal() {
+            return text.as_bytes().to_vec();
+        }
+        let mut out = Vec::new();
+        for part in &m.parts {
+            match part {
+                MacroPart::Text(t) => out.extend_from_slice(t.as_bytes()),
+                MacroPart::Var(collection, key) => {
+                    out.extend_from_slice(&self.lookup(collection, key.as_deref(), rule))
+                }
+            }
+        }
+        out
+    }
+
+    fn lookup(&self, collection: &str, key: Option<&str>, rule: &Rule) -> Vec<u8> {
+        match (collection, key) {
+            ("TX", Some(k)) => self.state.tx.get(k).cloned().unwrap_or_default(),
+            ("RULE", Some("id")) => rule.id.to_string().into_bytes(),
+            ("RULE", Some("msg")) => rule
+                .msg
+                .as_ref()
+                .and_then(|m| m.literal().map(|s| s.as_bytes().to_vec()))
+                .unwrap_or_default(),
+            ("RULE", Some("severity")) => rule
+                .severity
+                .map(|s| severity_name(s).as_bytes().to_vec())
+                .unwrap_or_default(),
+            ("MATCHED_VAR", _) => self.state.matched_var.1.clone(),
+            ("MATCHED_VAR_NAME", _) => self.state.matched_var.0.clone().into_bytes(),
+            (other, key) => {
+                let Some(c) = Collection::parse(other) else {
+                    return Vec::new();
+                };
+                let mut out = None;
+                self.data.each(c, &mut |k, v| {
+                    if key.is_none_or(|key| k.eq_ignore_ascii_case(key)) {
+                        out = Some(v.to_vec());
+                        return false;
+                    }
+                    true
+                });
+                out.unwrap_or_default()
+            }
+        }
+    }
+}
+
+/// Walks the values of a rule's targets.
+struct Visit<'a> {
+    rule: &'a Rule,
+    exclusions: &'a [TargetExclusion],
+    param: &'a [u8],
+    state: &'a mut State,
+    cache: &'a mut Cache,
+    hits: Vec<(String, Vec<u8>)>,
+    first: Option<(String, Vec<u8>)>,
+    count: usize,
+}
+
+impl Visit<'_> {
+    fn target(&mut self, data: &RequestData, target: &Target) {
+        let collection = target.collection;
+        let keyed = target.selector.is_some();
+        if target.count {
+            self.count = 0;
+            self.entries(data, collection, &mut |visit, key, _| {
+                if visit.selected(target, key) {
+                    visit.count += 1;
+                }
+                true
+            });
+            let count = self.count.to_string();
+            self.check(collection, "", count.as_bytes(), false);
+            return;
+        }
+        self.entries(data, collection, &mut |visit, key, value| {
+            if keyed && !visit.selected(target, key) {
+                return true;
+            }
+            if !keyed && visit.excluded(collection, key) {
+                return true;
+            }
+            let cacheable = cacheable(collection) && !value.is_empty();
+            visit.check(collection, key, value, cacheable);
+            true
+        });
+    }
+
+    fn selected(&self, target: &Target, key: &str) -> bool {
+        target.selector.as_ref().is_none_or(|s| s.matches(key))
+            && !self.excluded(target.collection, key)
+    }
+
+    fn excluded(&self, collection: Collection, key: &str) -> bool {
+        self.rule
+            .exclusions
+            .iter()
+            .any(|e| e.covers(collection, key))
+            || self.exclusions.iter().any(|e| e.covers(collection, key))
+    }
+
+    /// Calls `each` for every entry; the engine's own collections are copied
+    /// first because `each` may change them (captures).
+    fn entries(
+        &mut self,
+        data: &RequestData,
+        collection: Collection,
+        each: &mut dyn FnMut(&mut Self, &str, &[u8]) -> bool,
+    ) {
+        let own: Vec<(String, Vec<u8>)> = match collection {
+            Collection::Tx => self
+                .state
+                .tx
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            Collection::MatchedVar => vec![(String::new(), self.state.matched_var.1.clone())],
+            Collection::MatchedVarName => {
+                vec![(String::new(), self.state.matched_var.0.clone().into_bytes())]
+            }
+            Collection::MatchedVars => self.state.matched_vars.clone(),
+            Collection::MatchedVarsNames => self
+                .state
+                .matched_vars
+                .iter()
+                .map(|(k, _)| (k.clone(), k.clone().into_bytes()))
+                .collect(),
+            _ => {
+                data.each(collection, &mut |k, v| each(self, k, v));
+                return;
+            }
+        };
+        for (k, v) in &own {
+            if !each(self, k, v) {
+                break;
+            }
+        }
+    }
+
+    /// Transforms a value, runs the operator and records a hit.
+    fn check(&mut self, collection: Collection, key: &str, value: &[u8], cacheable: bool) {
+        let rule = self.rule;
+        if rule.multi_match && !rule.transforms.is_empty() {
+            let mut current = value.to_vec();
+            if self.test(collection, key, &current) {
+                return;
+            }
+            for t in &rule.transforms {
+                let next = t.apply(&current);
+                if next != current {
+                    current = next;
+                    if self.test(collection, key, &current) {
+                        return;
+                    }
+                }
+            }
+            return;
+        }
+        if rule.transforms.is_empty() {
+            self.test(collection, key, value);
+            return;
+        }
+        if cacheable {
+            let cache_key = (rule.transforms_key, value.as_ptr() as usize, value.len());
+            let transformed = self
+                .cache
+                .entry(cache_key)
+                .or_insert_with(|| Arc::from(transform(&rule.transforms, value)))
+                .clone();
+            self.test(collection, key, &transformed);
+        } else {
+            let transformed = transform(&rule.transforms, value);
+            self.test(collection, key, &transformed);
+        }
+    }
+
+    fn test(&mut self, collection: Collection, key: &str, value: &[u8]) -> bool {
+        let rule = self.rule;
+        let hit = rule.operator.matches(value, self.param, rule.capture);
+        let fragment = match (hit, rule.negated) {
+            (Some(hit), false) => {
+                if rule.capture {
+                    self.state.tx.insert("0".into(), hit.fragment.clone());
+                    for (i, group) in hit.groups.into_iter().enumerate() {
+                        self.state.tx.insert((i + 1).to_string(), group);
+                    }
+                }
+                hit.fragment
+            }
+            (None, true) => value.to_vec(),
+            _ => return false,
+        };
+        let name = if key.is_empty() {
+            collection.name().to_string()
+        } else {
+            format!("{}:{key}", collection.name())
+        };
+        if self.first.is_none() {
+            self.first = Some((name.clone(), fragment));
+        }
+        self.hits.push((name, value.to_vec()));
+        true
+    }
+}
+
+fn transform(chain: &[Transform], value: &[u8]) -> Vec<u8> {
+    apply_all(chain, value).into_owned()
+}
+
+/// Collections whose values live in the request data for the whole phase.
+fn cacheable(collection: Collection) -> bool {
+    use Collection::*;
+    matches!(
+        collection,
+        Args | ArgsGet
+            | ArgsPost
+            | ArgsNames
+            | ArgsGetNames
+            | ArgsPostNames
+            | RequestCookies
+            | RequestCookiesNames
+            | RequestHeaders
+            | RequestHeadersNames
+            | RequestFilename
+            | RequestBasename
+            | RequestUri
+            | RequestUriRaw
+            | RequestLine
+            | QueryString
+            | RequestBody
+            | Files
+            | FilesNames
+            | MultipartPartHeaders
+            | Xml
+    )
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// At most `max` bytes, cut on a character boundary, as text.
+pub fn truncate(bytes: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(max * 4)]);
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.into_owned(),
+    }
+}

@@ -1,0 +1,362 @@
+//! The web application firewall: an OWASP CRS v4-compatible rule engine.
+//!
+//! - `seclang` reads SecLang files, `compile` turns them into a `RuleSet`;
+//! - `transform` and `operator` are the building blocks of a rule;
+//! - `request` and `body` present a request as ModSecurity collections;
+//! - `engine` runs the rules over one request;
+//! - this module ties them to the policy: CRS path, paranoia level, threshold,
+//!   mode, exclusions and the operator's own YAML rules.
+
+pub mod body;
+pub mod compile;
+pub mod engine;
+pub mod operator;
+pub mod request;
+pub mod rule;
+pub mod seclang;
+pub mod transform;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use regex::Regex;
+
+pub use compile::Problem;
+pub use engine::{Block, Match, Transaction, Tuning};
+pub use request::{Head, RequestData};
+use rule::{EngineMode, IdRange, TargetExclusion};
+
+/// Whether matches block or are only reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Block,
+    Detect,
+}
+
+/// What happens to a body longer than the inspection limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    InspectPrefix,
+    Reject,
+}
+
+/// What happens to a body its processor cannot parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Malformed {
+    InspectRaw,
+    Reject,
+}
+
+/// Where the CRS files are and how to set them up.
+#[derive(Debug, Clone, Default)]
+pub struct CrsSource {
+    /// The CRS folder (holding `rules/`).
+    pub path: PathBuf,
+    /// An optional `crs-setup.conf`.
+    pub setup: Option<PathBuf>,
+    /// Plugin folders (each holding `plugins/*.conf`).
+    pub plugins: Vec<PathBuf>,
+    /// TX variables, like the setup file's `setvar`s (policy values win).
+    pub variables: Vec<(String, String)>,
+}
+
+/// A policy exclusion: for matching requests, rules or some of their targets are skipped.
+#[derive(Debug, Clone)]
+pub struct Exclusion {
+    pub name: String,
+    pub paths: Vec<String>,
+    pub path_regex: Option<Regex>,
+    pub methods: Vec<String>,
+    pub ids: Vec<IdRange>,
+    pub tags: Vec<String>,
+    pub targets: Vec<TargetExclusion>,
+    /// Rules keep running and logging but neither score nor block.
+    pub detect_only: bool,
+}
+
+impl Exclusion {
+    fn applies(&self, method: &str, path: &str) -> bool {
+        (self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
+            && (self.paths.is_empty() && self.path_regex.is_none()
+                || self.paths.iter().any(|p| path.starts_with(p.as_str()))
+                || self.path_regex.as_ref().is_some_and(|r| r.is_match(path)))
+    }
+
+    fn tune(&self, t: &mut Tuning) {
+        let everything = self.ids.is_empty() && self.tags.is_empty();
+        let ids = if everything {
+            vec![IdRange {
+                from: 0,
+                to: u32::MAX,
+            }]
+        } else {
+            self.ids.clone()
+        };
+        if self.detect_only {
+            t.detect_ids.extend(ids);
+            t.detect_tags.extend(self.tags.iter().cloned());
+        } else if self.targets.is_empty() {
+            t.removed_ids.extend(ids);
+            t.removed_tags.extend(self.tags.iter().cloned());
+        } else {
+            for target in &self.targets {
+                for range in &ids {
+                    t.targets_by_id.push((*range, target.clone()));
+                }
+                for tag in &self.tags {
+                    t.targets_by_tag.push((tag.clone(), target.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Everything the WAF needs from the policy.
+#[derive(Debug, Clone)]
+pub struct WafSettings {
+    pub mode: Mode,
+    pub paranoia: u8,
+    pub threshold: i64,
+    pub body_limit: usize,
+    pub overflow: Overflow,
+    pub malformed: Malformed,
+    pub debug_header: bool,
+    /// Ban the client (bans ladder) when the WAF blocks a request.
+    pub ban_on_block: bool,
+    pub crs: Option<CrsSource>,
+    pub exclusions: Vec<Exclusion>,
+}
+
+/// A loaded WAF: settings plus compiled rules.
+#[derive(Debug)]
+pub struct Waf {
+    pub settings: WafSettings,
+    pub rules: Arc<compile::RuleSet>,
+    /// Constructs that could not be run, reported at start-up.
+    pub notes: Vec<Problem>,
+    /// Rule files read, in order.
+    pub files: Vec<PathBuf>,
+}
+
+impl Waf {
+    /// Loads the CRS (if any), the policy's own rules, and checks them.
+    pub fn build(settings: WafSettings, own_rules: Vec<rule::Rule>) -> Result<Waf, Vec<Problem>> {
+        let mut loader = compile::Loader::default();
+        let mut files = Vec::new();
+        let mut skipped = Vec::new();
+        if let Some(crs) = &settings.crs {
+            let rules_dir = crs.path.join("rules");
+            let mut rule_files = match conf_files(&rules_dir) {
+                Ok(f) => f,
+                Err(message) => {
+                    return Err(vec![Problem {
+                        file: rules_dir.display().to_string(),
+                        line: 0,
+                        rule: None,
+                        message,
+                    }])
+                }
+            };
+            if rule_files.is_empty() {
+                return Err(vec![Problem {
+                    file: rules_dir.display().to_string(),
+                    line: 0,
+                    rule: None,
+                    message: "no *.conf rule files here".into(),
+                }]);
+            }
+            // Response rules are not run yet: say so once per file.
+            rule_files.retain(|f| {
+                let response = file_name(f).starts_with("RESPONSE-");
+                if response {
+                    skipped.push(f.clone());
+                }
+                !response
+            });
+            // Engine defaults as crs-setup.conf.example writes them.
+            loader.load_text(
+                "(engine defaults)",
+                "SecDefaultAction \"phase:1,log,auditlog,pass\"\nSecDefaultAction \"phase:2,log,auditlog,pass\"\n",
+                Path::new("."),
+            );
+            if let Some(setup) = &crs.setup {
+                loader.load_file(setup);
+                files.push(setup.clone());
+            }
+            loader.push(settings_rule(&settings, crs));
+            let plugin_files = |suffix: &str,
+                                files: &mut Vec<PathBuf>,
+                                loader: &mut compile::Loader| {
+                for dir in &crs.plugins {
+                    let dir = dir.join("plugins");
+                    match conf_files(&dir) {
+                        Ok(list) => {
+                            for f in list.into_iter().filter(|f| file_name(f).ends_with(suffix)) {
+                                loader.load_file(&f);
+                                files.push(f);
+                            }
+                        }
+                        Err(message) => loader.errors.push(Problem {
+                            file: dir.display().to_string(),
+                            line: 0,
+                            rule: None,
+                            message,
+                        }),
+                    }
+                }
+            };
+            plugin_files("-config.conf", &mut files, &mut loader);
+            plugin_files("-before.conf", &mut files, &mut loader);
+            let mut own_pushed = false;
+            for f in rule_files {
+                // The policy's own rules score before CRS adds the scores up.
+                if !own_pushed && file_name(&f).starts_with("REQUEST-949") {
+                    for r in own_rules.iter().cloned() {
+                        loader.push(r);
+                    }
+                    own_pushed = true;
+                }
+                loader.load_file(&f);
+                files.push(f);
+            }
+            if !own_pushed {
+                for r in own_rules.iter().cloned() {
+                    loader.push(r);
+                }
+            }
+            plugin_files("-after.conf", &mut files, &mut loader);
+        } else {
+            for r in own_rules {
+                loader.push(r);
+            }
+        }
+        let (set, errors, mut notes) = loader.finish();
+        let Some(set) = set else {
+            return Err(errors);
+        };
+        for f in skipped {
+            notes.push(Problem {
+                file: f.display().to_string(),
+                line: 0,
+                rule: None,
+                message:
+                    "response rules are not run yet (request inspection only); file not loaded"
+                        .into(),
+            });
+        }
+        Ok(Waf {
+            settings,
+            rules: Arc::new(set),
+            notes,
+            files,
+        })
+    }
+
+    /// Starts inspecting a request: exclusions that match it are applied first.
+    pub fn transaction(&self, head: Head) -> Transaction {
+        let data = RequestData::new(head);
+        let mut tuning = Tuning::default();
+        if !self.settings.exclusions.is_empty() {
+            let path = transform::Transform::NormalizePath.apply(&data.filename);
+            let path = String::from_utf8_lossy(&path);
+            for e in &self.settings.exclusions {
+                if e.applies(&data.head.method, &path) {
+                    e.tune(&mut tuning);
+                }
+            }
+        }
+        let mode = match self.settings.mode {
+            Mode::Block => EngineMode::On,
+            Mode::Detect => EngineMode::DetectionOnly,
+        };
+        Transaction::new(self.rules.clone(), data, mode, tuning)
+    }
+}
+
+/// The policy's values as TX variables, set right after the setup file so
+/// that the policy wins over it.
+fn settings_rule(settings: &WafSettings, crs: &CrsSource) -> rule::Rule {
+    let mut vars: Vec<(String, String)> = vec![
+        ("crs_setup_version".into(), "400".into()),
+        (
+            "blocking_paranoia_level".into(),
+            settings.paranoia.to_string(),
+        ),
+        (
+            "inbound_anomaly_score_threshold".into(),
+            settings.threshold.to_string(),
+        ),
+    ];
+    vars.extend(crs.variables.iter().cloned());
+    let setvars = vars
+        .into_iter()
+        .map(|(name, value)| rule::SetVar {
+            name: rule::Macro {
+                parts: vec![rule::MacroPart::Text(name.to_ascii_lowercase())],
+            },
+            op: rule::SetOp::Set(rule::Macro {
+                parts: vec![rule::MacroPart::Text(value)],
+            }),
+        })
+        .collect();
+    rule::Rule {
+        setvars,
+        log: false,
+        phase: 1,
+        ..own_rule_base(0, "(policy settings)")
+    }
+}
+
+/// A rule skeleton for rules the policy defines.
+pub fn own_rule_base(id: u32, file: &str) -> rule::Rule {
+    rule::Rule {
+        id,
+        phase: 2,
+        origin: rule::Origin {
+            file: Arc::from(file),
+            line: 0,
+        },
+        targets: vec![rule::Target {
+            collection: rule::Collection::UniqueId,
+            selector: None,
+            count: false,
+        }],
+        exclusions: Vec::new(),
+        operator: operator::Operator::Unconditional,
+        negated: false,
+        transforms: Vec::new(),
+        transforms_key: 0,
+        multi_match: false,
+        capture: false,
+        disruptive: rule::Disruptive::Pass,
+        status: None,
+        log: true,
+        msg: None,
+        logdata: None,
+        severity: None,
+        tags: Vec::new(),
+        setvars: Vec::new(),
+        ctls: Vec::new(),
+        skip_after: None,
+        skip: 0,
+        chain: None,
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// `*.conf` files of a folder, sorted by name (the CRS load order).
+fn conf_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "conf") && p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}

@@ -1,0 +1,425 @@
+//! Rule operators (`@rx`, `@pm`, `@detectSQLi`...): does a value match?
+
+use std::net::IpAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use ipnet::IpNet;
+use regex::bytes::{Regex, RegexBuilder};
+
+use super::rule::Macro;
+
+/// A compiled operator. Parameters that may hold `%{...}` are kept as macros
+/// and expanded per request.
+#[derive(Debug, Clone)]
+pub enum Operator {
+    Rx(Regex),
+    Pm(AhoCorasick),
+    Streq(Macro),
+    Eq(Macro),
+    Ge(Macro),
+    Gt(Macro),
+    Le(Macro),
+    Lt(Macro),
+    Within(Macro),
+    Contains(Macro),
+    ContainsWord(Macro),
+    BeginsWith(Macro),
+    EndsWith(Macro),
+    DetectSqli,
+    DetectXss,
+    IpMatch(Vec<IpNet>),
+    ValidateByteRange(Box<[bool; 256]>),
+    ValidateUrlEncoding,
+    ValidateUtf8Encoding,
+    Unconditional,
+    NoMatch,
+}
+
+/// The result of a match: the fragment that matched and regex captures.
+#[derive(Debug, Default)]
+pub struct Hit {
+    /// What matched (the whole capture 0, the phrase, or the fingerprint).
+    pub fragment: Vec<u8>,
+    /// Capture groups 1..=9 (only when the rule asks for `capture`).
+    pub groups: Vec<Vec<u8>>,
+}
+
+/// Compiles a regular expression the way ModSecurity runs PCRE: `.` matches
+/// newlines, and bytes are bytes (Unicode classes only when the pattern needs them).
+pub fn regex(pattern: &str) -> Result<Regex, String> {
+    let build = |unicode: bool| {
+        RegexBuilder::new(pattern)
+            .dot_matches_new_line(true)
+            .unicode(unicode)
+            .size_limit(256 << 20)
+            .dfa_size_limit(64 << 20)
+            .build()
+    };
+    build(false).or_else(|_| build(true)).map_err(|e| match e {
+        regex::Error::Syntax(s) => s.lines().last().unwrap_or("syntax error").to_string(),
+        other => other.to_string(),
+    })
+}
+
+/// Phrase matching, case-insensitive, leftmost-first.
+pub fn phrases<I: IntoIterator<Item = String>>(words: I) -> Result<AhoCorasick, String> {
+    let words: Vec<String> = words.into_iter().filter(|w| !w.is_empty()).collect();
+    if words.is_empty() {
+        return Err("empty phrase list".into());
+    }
+    AhoCorasickBuilder::new()
+        .ascii_case_insensitive(true)
+        .match_kind(MatchKind::LeftmostFirst)
+        .build(words)
+        .map_err(|e| e.to_string())
+}
+
+/// Reads a `.data` file: one phrase per line, `#` comments and blanks skipped.
+pub fn phrase_file(path: &Path) -> Result<Vec<String>, String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(String::from_utf8_lossy(&text)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect())
+}
+
+/// Parses `@validateByteRange 1-255` / `9,10,13,32-126`.
+pub fn byte_ranges(param: &str) -> Result<Box<[bool; 256]>, String> {
+    let mut allowed = Box::new([false; 256]);
+    for part in param.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let parse = |s: &str| {
+            s.trim()
+                .parse::<u8>()
+                .map_err(|_| format!("byte range `{part}` is not within 0-255"))
+        };
+        let (a, b) = (parse(a)?, parse(b)?);
+        if a > b {
+            return Err(format!("byte range `{part}` is reversed"));
+        }
+        for byte in a..=b {
+            allowed[byte as usize] = true;
+        }
+    }
+    Ok(allowed)
+}
+
+pub fn ip_list(param: &str) -> Result<Vec<IpNet>, String> {
+    param
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<IpNet>()
+                .or_else(|_| p.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("`{p}` is not an IP address or network"))
+        })
+        .collect()
+}
+
+/// ModSecurity reads numbers like C's `atoi`: leading digits, else 0.
+pub fn atoi(value: &[u8]) -> i64 {
+    let text = std::str::from_utf8(value).unwrap_or("").trim_start();
+    let (sign, digits) = match text.strip_prefix('-') {
+        Some(rest) => (-1, rest),
+        None => (1, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let end = digits.bytes().take_while(u8::is_ascii_digit).count();
+    digits[..end].parse::<i64>().map(|n| sign * n).unwrap_or(0)
+}
+
+impl Operator {
+    /// Runs the operator; `param` is the expanded parameter for operators that
+    /// take text. Returns what matched.
+    pub fn matches(&self, value: &[u8], param: &[u8], capture: bool) -> Option<Hit> {
+        let hit = |fragment: &[u8]| {
+            Some(Hit {
+                fragment: fragment.to_vec(),
+                groups: Vec::new(),
+            })
+        };
+        match self {
+            Operator::Rx(re) => {
+                if !capture {
+                    return re.find(value).map(|m| Hit {
+                        fragment: m.as_bytes().to_vec(),
+                        groups: Vec::new(),
+                    });
+                }
+                let caps = re.captures(value)?;
+                Some(Hit {
+                    fragment: caps
+                        .get(0)
+                        .map(|m| m.as_bytes().to_vec())
+                        .unwrap_or_default(),
+                    groups: (1..caps.len().min(10))
+                        .map(|i| {
+                            caps.get(i)
+                                .map(|m| m.as_bytes().to_vec())
+                                .unwrap_or_default()
+                        })
+                        .collect(),
+                })
+            }
+            Operator::Pm(ac) => ac.find(value).and_then(|m| hit(&value[m.start()..m.end()])),
+            Operator::Streq(_) => (value == param).then(|| hit(value)).flatten(),
+            Operator::Eq(_) => (atoi(value) == atoi(param)).then(|| hit(value)).flatten(),
+            Operator::Ge(_) => (atoi(value) >= atoi(param)).then(|| hit(value)).flatten(),
+            Operator::Gt(_) => (atoi(value) > atoi(param)).then(|| hit(value)).flatten(),
+            Operator::Le(_) => (atoi(value) <= atoi(param)).then(|| hit(value)).flatten(),
+            Operator::Lt(_) => (atoi(value) < atoi(param)).then(|| hit(value)).flatten(),
+            Operator::Within(_) => contains(param, value).then(|| hit(value)).flatten(),
+            Operator::Contains(_) => contains(value, param).then(|| hit(param)).flatten(),
+            Operator::ContainsWord(_) => contains_word(value, param).then(|| hit(param)).flatten(),
+            Operator::BeginsWith(_) => value.starts_with(param).then(|| hit(param)).flatten(),
+            Operator::EndsWith(_) => value.ends_with(param).then(|| hit(param)).flatten(),
+            Operator::DetectSqli => detect_sqli(value).map(|fingerprint| Hit {
+                fragment: fingerprint,
+                groups: Vec::new(),
+            }),
+            Operator::DetectXss => detect_xss(value).then(|| hit(value)).flatten(),
+            Operator::IpMatch(nets) => {
+                let ip: IpAddr = std::str::from_utf8(value).ok()?.trim().parse().ok()?;
+                nets.iter()
+                    .any(|n| n.contains(&ip))
+                    .then(|| hit(value))
+                    .flatten()
+            }
+            Operator::ValidateByteRange(allowed) => value
+                .iter()
+                .find(|b| !allowed[**b as usize])
+                .and_then(|b| hit(&[*b])),
+            Operator::ValidateUrlEncoding => bad_url_encoding(value).then(|| hit(value)).flatten(),
+            Operator::ValidateUtf8Encoding => std::str::from_utf8(value)
+                .is_err()
+                .then(|| hit(value))
+                .flatten(),
+            Operator::Unconditional => hit(value),
+            Operator::NoMatch => None,
+        }
+    }
+
+    /// The parameter macro for operators that compare with text.
+    pub fn param(&self) -> Option<&Macro> {
+        match self {
+            Operator::Streq(m)
+            | Operator::Eq(m)
+            | Operator::Ge(m)
+            | Operator::Gt(m)
+            | Operator::Le(m)
+            | Operator::Lt(m)
+            | Operator::Within(m)
+            | Operator::Contains(m)
+            | Operator::ContainsWord(m)
+            | Operator::BeginsWith(m)
+            | Operator::EndsWith(m) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn contains_word(haystack: &[u8], word: &[u8]) -> bool {
+    if word.is_empty() {
+        return true;
+    }
+    let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    haystack.windows(word.len()).enumerate().any(|(i, w)| {
+        w == word
+            && (i == 0 || !is_word(haystack[i - 1]))
+            && haystack.get(i + word.len()).is_none_or(|b| !is_word(*b))
+    })
+}
+
+/// `%` not followed by two hex digits.
+fn bad_url_encoding(value: &[u8]) -> bool {
+    let mut i = 0;
+    while i < value.len() {
+        if value[i] == b'%' {
+            let ok = value.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && value.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
+            if !ok {
+                return true;
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+/// libinjection's SQL detector; a panic inside it counts as a detection
+/// (fail closed), never as a crash of the request.
+fn detect_sqli(value: &[u8]) -> Option<Vec<u8>> {
+    match catch_unwind(AssertUnwindSafe(|| libinjectionrs::detect_sqli(value))) {
+        Ok(result) if result.is_injection() => Some(
+            result
+                .fingerprint
+                .map(|f| f.to_string().into_bytes())
+                .unwrap_or_default(),
+        ),
+        Ok(_) => None,
+        Err(_) => Some(b"detector-fault".to_vec()),
+    }
+}
+
+fn detect_xss(value: &[u8]) -> bool {
+    catch_unwind(AssertUnwindSafe(|| {
+        libinjectionrs::detect_xss(value).is_injection()
+    }))
+    .unwrap_or(true)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn run(op: &Operator, value: &str, param: &str) -> bool {
+        op.matches(value.as_bytes(), param.as_bytes(), false)
+            .is_some()
+    }
+
+    #[test]
+    fn comparison_operators() {
+        let m = Macro::default;
+        let table: &[(Operator, &str, &str, bool)] = &[
+            (Operator::Eq(m()), "0", "0", true),
+            (Operator::Eq(m()), "abc", "0", true),
+            (Operator::Eq(m()), "12x", "12", true),
+            (Operator::Gt(m()), "401", "400", true),
+            (Operator::Gt(m()), "400", "400", false),
+            (Operator::Ge(m()), "400", "400", true),
+            (Operator::Lt(m()), "-3", "2", true),
+            (Operator::Le(m()), "3", "2", false),
+            (Operator::Streq(m()), "POST", "POST", true),
+            (Operator::Streq(m()), "post", "POST", false),
+            (Operator::Within(m()), "GET", "GET HEAD POST", true),
+            (Operator::Within(m()), "PUT", "GET HEAD POST", false),
+            (Operator::Contains(m()), "a../b", "..", true),
+            (Operator::ContainsWord(m()), "select x", "select", true),
+            (Operator::ContainsWord(m()), "selection", "select", false),
+            (Operator::BeginsWith(m()), "/wp-admin/x", "/wp-admin", true),
+            (Operator::EndsWith(m()), "/wp-login.php", ".php", true),
+            (Operator::EndsWith(m()), "/wp-login.phps", ".php", false),
+            (Operator::Unconditional, "", "", true),
+            (Operator::NoMatch, "x", "", false),
+        ];
+        for (op, value, param, expected) in table {
+            assert_eq!(
+                run(op, value, param),
+                *expected,
+                "{op:?} {value:?} {param:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn regex_and_phrases() {
+        let re = Operator::Rx(regex("(?i)union\\s+select").unwrap());
+        assert!(run(&re, "1 UNION  SELECT 2", ""));
+        assert!(!run(&re, "unions elect", ""));
+        let dot = Operator::Rx(regex("a.b").unwrap());
+        assert!(
+            run(&dot, "a\nb", ""),
+            "dot matches newline like PCRE_DOTALL"
+        );
+        let raw = Operator::Rx(regex("\\xff").unwrap());
+        assert!(
+            Operator::matches(&raw, b"\xff", b"", false).is_some(),
+            "bytes are bytes"
+        );
+        let cap = Operator::Rx(regex("(a+)(b+)").unwrap());
+        let hit = cap.matches(b"xaabbb", b"", true).unwrap();
+        assert_eq!(hit.fragment, b"aabbb");
+        assert_eq!(hit.groups, vec![b"aa".to_vec(), b"bbb".to_vec()]);
+        assert!(
+            regex("(?<=a)b").is_err(),
+            "look-behind is reported, not ignored"
+        );
+        let pm = Operator::Pm(phrases(["nikto".to_string(), "sqlmap".to_string()]).unwrap());
+        let hit = pm.matches(b"Mozilla SQLMap/1.0", b"", false).unwrap();
+        assert_eq!(hit.fragment, b"SQLMap");
+        assert!(!run(&pm, "Mozilla/5.0", ""));
+    }
+
+    #[test]
+    fn validators() {
+        let range = Operator::ValidateByteRange(byte_ranges("32-126").unwrap());
+        assert!(!run(&range, "plain text", ""));
+        assert!(run(&range, "tab\there", ""));
+        assert!(byte_ranges("1-300").is_err());
+        let url = Operator::ValidateUrlEncoding;
+        assert!(!run(&url, "a%20b", ""));
+        assert!(run(&url, "a%2", ""));
+        assert!(run(&url, "a%zzb", ""));
+        let utf8 = Operator::ValidateUtf8Encoding;
+        assert!(!run(&utf8, "café", ""));
+        assert!(utf8.matches(b"caf\xc3", b"", false).is_some());
+        assert!(
+            utf8.matches(b"\xc0\xaf", b"", false).is_some(),
+            "overlong form"
+        );
+        let ip = Operator::IpMatch(ip_list("10.0.0.0/8, 192.168.1.1,::1").unwrap());
+        assert!(run(&ip, "10.2.3.4", ""));
+        assert!(run(&ip, "::1", ""));
+        assert!(!run(&ip, "11.0.0.1", ""));
+        assert!(ip_list("10.0.0.0/99").is_err());
+    }
+
+    #[test]
+    fn injection_detectors() {
+        let sqli = Operator::DetectSqli;
+        for attack in [
+            "1' OR '1'='1",
+            "1 UNION SELECT password FROM users--",
+            "admin'--",
+            "1;DROP TABLE users",
+        ] {
+            assert!(run(&sqli, attack, ""), "{attack}");
+        }
+        for benign in [
+            "O'Brien",
+            "Rue de l'Église 12",
+            "P@ssw0rd!#%&*",
+            "blue t-shirt size M",
+            "john.doe@example.com",
+            "It's a 2-for-1 deal; don't miss it",
+        ] {
+            assert!(!run(&sqli, benign, ""), "{benign}");
+        }
+        let xss = Operator::DetectXss;
+        for attack in [
+            "<script>alert(1)</script>",
+            "<img src=x onerror=alert(1)>",
+            "\"><svg/onload=alert(1)>",
+            "<a href=\"javascript:alert(1)\">x</a>",
+        ] {
+            assert!(run(&xss, attack, ""), "{attack}");
+        }
+        for benign in [
+            "Tom & Jerry <3",
+            "5 < 6 and 7 > 3",
+            "l'été",
+            "Size: 42 > 40",
+        ] {
+            assert!(!run(&xss, benign, ""), "{benign}");
+        }
+    }
+
+    #[test]
+    fn atoi_like_c() {
+        assert_eq!(atoi(b"42"), 42);
+        assert_eq!(atoi(b" -7x"), -7);
+        assert_eq!(atoi(b"x"), 0);
+        assert_eq!(atoi(b""), 0);
+    }
+}

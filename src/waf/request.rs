@@ -1,0 +1,407 @@
+//! What the rules see of one request: the ModSecurity collections, filled
+//! from the request head and, in phase 2, from the inspected body.
+
+use super::body::{self, Pairs};
+use super::rule::Collection;
+
+/// The request head as the proxy received it.
+#[derive(Debug, Default, Clone)]
+pub struct Head {
+    pub method: String,
+    /// Path and query exactly as sent.
+    pub raw_uri: Vec<u8>,
+    /// `HTTP/1.1`, `HTTP/2.0`...
+    pub protocol: String,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub remote_addr: String,
+    pub remote_port: u16,
+    pub server_port: u16,
+    pub request_id: String,
+}
+
+/// Body processors, as `REQBODY_PROCESSOR` names them.
+pub const URLENCODED: &str = "URLENCODED";
+pub const MULTIPART: &str = "MULTIPART";
+pub const JSON: &str = "JSON";
+pub const XML: &str = "XML";
+
+/// The collections of one request.
+#[derive(Debug, Default)]
+pub struct RequestData {
+    pub head: Head,
+    pub line: Vec<u8>,
+    pub filename: Vec<u8>,
+    pub basename: Vec<u8>,
+    pub uri: Vec<u8>,
+    pub query: Vec<u8>,
+    pub server_name: Vec<u8>,
+    pub cookies: Pairs,
+    pub args_get: Pairs,
+    pub args_post: Pairs,
+    pub body: Vec<u8>,
+    pub body_length: usize,
+    pub processor: Option<String>,
+    pub body_error: Option<String>,
+    pub urlencoded_error: bool,
+    pub multipart: body::Multipart,
+    pub xml_texts: Vec<Vec<u8>>,
+    pub xml_attributes: Vec<Vec<u8>>,
+    pub args_combined_size: usize,
+}
+
+impl RequestData {
+    pub fn new(head: Head) -> RequestData {
+        let mut data = RequestData::default();
+        let raw = &head.raw_uri;
+        let (path, query) = match raw.iter().position(|b| *b == b'?') {
+            Some(q) => (&raw[..q], &raw[q + 1..]),
+            None => (&raw[..], &b""[..]),
+        };
+        // Fragments are never sent by browsers; drop one if a client does.
+        let path = path.split(|b| *b == b'#').next().unwrap_or_default();
+        let (decoded_path, bad_path) = body::url_decode(path, false);
+        data.filename = decoded_path;
+        data.basename = match data
+            .filename
+            .iter()
+            .rposition(|b| *b == b'/' || *b == b'\\')
+        {
+            Some(i) => data.filename[i + 1..].to_vec(),
+            None => data.filename.clone(),
+        };
+        data.uri = data.filename.clone();
+        if raw.contains(&b'?') {
+            data.uri.push(b'?');
+            data.uri.extend_from_slice(query);
+        }
+        data.query = query.to_vec();
+        let (args, bad_query) = body::urlencoded(query);
+        data.args_get = args;
+        data.urlencoded_error = bad_path || bad_query;
+        let mut line = Vec::new();
+        line.extend_from_slice(head.method.as_bytes());
+        line.push(b' ');
+        line.extend_from_slice(raw);
+        line.push(b' ');
+        line.extend_from_slice(head.protocol.as_bytes());
+        data.line = line;
+        for (name, value) in &head.headers {
+            if name.eq_ignore_ascii_case("cookie") {
+                body::cookies(value, &mut data.cookies);
+            }
+            if name.eq_ignore_ascii_case("host") && data.server_name.is_empty() {
+                let host = value.split(|b| *b == b':').next().unwrap_or_default();
+                data.server_name = host.to_vec();
+            }
+        }
+        data.head = head;
+        data.update_sizes();
+        data
+    }
+
+    /// The first value of a request header.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.head
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The processor a Content-Type calls for.
+    pub fn processor_for(&self) -> Option<&'static str> {
+        let ct = String::from_utf8_lossy(self.header("content-type")?).to_ascii_lowercase();
+        let mime = ct.split(';').next().unwrap_or("").trim().to_string();
+        if mime == "application/x-www-form-urlencoded" {
+            Some(URLENCODED)
+        } else if mime == "multipart/form-data" {
+            Some(MULTIPART)
+        } else if mime == "application/json" || mime.ends_with("+json") {
+            Some(JSON)
+        } else if mime == "text/xml" || mime == "application/xml" || mime.ends_with("+xml") {
+            Some(XML)
+        } else {
+            None
+        }
+    }
+
+    /// Parses the inspected body with `processor` (or none: raw text only).
+    pub fn set_body(&mut self, bytes: Vec<u8>, total_length: usize, processor: Option<&str>) {
+        self.body_length = total_length;
+        match processor {
+            Some(URLENCODED) => {
+                let (pairs, bad) = body::urlencoded(&bytes);
+                self.args_post = pairs;
+                self.urlencoded_error |= bad;
+            }
+            Some(MULTIPART) => {
+                let ct = self
+                    .header("content-type")
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default();
+                match body::boundary(&ct) {
+                    Some(boundary) => {
+                        let parsed = body::multipart(&bytes, &boundary);
+                        self.body_error = parsed.error.clone();
+                        self.args_post = parsed.fields.clone();
+                        self.multipart = parsed;
+                    }
+                    None => {
+                        self.body_error = Some("multipart: no boundary in Content-Type".into());
+                        self.multipart.strict_error = true;
+                    }
+                }
+            }
+            Some(JSON) => match body::json(&bytes) {
+                Ok(pairs) => self.args_post = pairs,
+                Err(e) => self.body_error = Some(e),
+            },
+            Some(XML) => match body::xml(&bytes) {
+                Ok((texts, attributes)) => {
+                    self.xml_texts = texts;
+                    self.xml_attributes = attributes;
+                }
+                Err(e) => self.body_error = Some(e),
+            },
+            _ => {}
+        }
+        self.processor = processor.map(str::to_string);
+        self.body = bytes;
+        self.update_sizes();
+    }
+
+    fn update_sizes(&mut self) {
+        self.args_combined_size = self
+            .args_get
+            .iter()
+            .chain(self.args_post.iter())
+            .map(|(n, v)| n.len() + v.len())
+            .sum();
+    }
+
+    /// Calls `each(key, value)` for every entry of a request collection.
+    /// Scalars have an empty key. Returns early when `each` returns false.
+    pub fn each(&self, collection: Collection, each: &mut dyn FnMut(&str, &[u8]) -> bool) {
+        use Collection::*;
+        let pairs = |list: &[(String, Vec<u8>)], each: &mut dyn FnMut(&str, &[u8]) -> bool| {
+            for (k, v) in list {
+                if !each(k, v) {
+                    return false;
+                }
+            }
+            true
+        };
+        let names = |list: &[(String, Vec<u8>)], each: &mut dyn FnMut(&str, &[u8]) -> bool| {
+            for (k, _) in list {
+                if !each(k, k.as_bytes()) {
+                    return false;
+                }
+            }
+            true
+        };
+        let number = |n: usize, each: &mut dyn FnMut(&str, &[u8]) -> bool| {
+            each("", n.to_string().as_bytes());
+        };
+        match collection {
+            Args => {
+                if pairs(&self.args_get, each) {
+                    pairs(&self.args_post, each);
+                }
+            }
+            ArgsGet => {
+                pairs(&self.args_get, each);
+            }
+            ArgsPost => {
+                pairs(&self.args_post, each);
+            }
+            ArgsNames => {
+                if names(&self.args_get, each) {
+                    names(&self.args_post, each);
+                }
+            }
+            ArgsGetNames => {
+                names(&self.args_get, each);
+            }
+            ArgsPostNames => {
+                names(&self.args_post, each);
+            }
+            ArgsCombinedSize => number(self.args_combined_size, each),
+            RequestCookies => {
+                pairs(&self.cookies, each);
+            }
+            RequestCookiesNames => {
+                names(&self.cookies, each);
+            }
+            RequestHeaders => {
+                pairs(&self.head.headers, each);
+            }
+            RequestHeadersNames => {
+                names(&self.head.headers, each);
+            }
+            RequestFilename => {
+                each("", &self.filename);
+            }
+            RequestBasename => {
+                each("", &self.basename);
+            }
+            RequestUri => {
+                each("", &self.uri);
+            }
+            RequestUriRaw => {
+                each("", &self.head.raw_uri);
+            }
+            RequestLine => {
+                each("", &self.line);
+            }
+            RequestMethod => {
+                each("", self.head.method.as_bytes());
+            }
+            RequestProtocol => {
+                each("", self.head.protocol.as_bytes());
+            }
+            QueryString => {
+                each("", &self.query);
+            }
+            RequestBody => {
+                if !self.body.is_empty() {
+                    each("", &self.body);
+                }
+            }
+            RequestBodyLength => number(self.body_length, each),
+            ReqbodyProcessor => {
+                if let Some(p) = &self.processor {
+                    each("", p.as_bytes());
+                }
+            }
+            ReqbodyError => number(usize::from(self.body_error.is_some()), each),
+            ReqbodyErrorMsg => {
+                each("", self.body_error.as_deref().unwrap_or("").as_bytes());
+            }
+            MultipartStrictError => number(usize::from(self.multipart.strict_error), each),
+            MultipartUnmatchedBoundary => {
+                number(usize::from(self.multipart.unmatched_boundary), each)
+            }
+            MultipartPartHeaders => {
+                pairs(&self.multipart.part_headers, each);
+            }
+            Files => {
+                pairs(&self.multipart.files, each);
+            }
+            FilesNames => {
+                names(&self.multipart.files, each);
+            }
+            FilesSizes => {
+                for (k, size) in &self.multipart.file_sizes {
+                    if !each(k, size.to_string().as_bytes()) {
+                        break;
+                    }
+                }
+            }
+            FilesCombinedSize => {
+                number(self.multipart.file_sizes.iter().map(|(_, s)| s).sum(), each)
+            }
+            RemoteAddr => {
+                each("", self.head.remote_addr.as_bytes());
+            }
+            RemotePort => number(self.head.remote_port as usize, each),
+            ServerName => {
+                each("", &self.server_name);
+            }
+            ServerPort => number(self.head.server_port as usize, each),
+            UniqueId => {
+                each("", self.head.request_id.as_bytes());
+            }
+            // `XML:/*` selects the text nodes, `XML://@*` the attribute values.
+            Xml => {
+                let texts = self.xml_texts.iter().map(|t| ("/*", t));
+                let attributes = self.xml_attributes.iter().map(|a| ("//@*", a));
+                for (key, value) in texts.chain(attributes) {
+                    if !each(key, value) {
+                        return;
+                    }
+                }
+            }
+            FullRequestLength => number(
+                self.line.len()
+                    + self
+                        .head
+                        .headers
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len() + 4)
+                        .sum::<usize>()
+                    + self.body_length,
+                each,
+            ),
+            UrlencodedError => number(usize::from(self.urlencoded_error), each),
+            Tx | MatchedVar | MatchedVarName | MatchedVars | MatchedVarsNames => {}
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn collect(data: &RequestData, c: Collection) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        data.each(c, &mut |k, v| {
+            out.push((k.to_string(), v.to_vec()));
+            true
+        });
+        out
+    }
+
+    #[test]
+    fn head_fills_collections() {
+        let data = RequestData::new(Head {
+            method: "GET".into(),
+            raw_uri: b"/shop/caf%C3%A9/item.php?q=a+b&x=%27".to_vec(),
+            protocol: "HTTP/1.1".into(),
+            headers: vec![
+                ("Host".into(), b"shop.example:8080".to_vec()),
+                ("Cookie".into(), b"a=1; sbjs_first=typ%3Dorganic".to_vec()),
+            ],
+            ..Head::default()
+        });
+        assert_eq!(data.filename, "/shop/café/item.php".as_bytes());
+        assert_eq!(data.basename, b"item.php");
+        assert_eq!(data.query, b"q=a+b&x=%27");
+        assert_eq!(
+            collect(&data, Collection::Args),
+            vec![("q".into(), b"a b".to_vec()), ("x".into(), b"'".to_vec())]
+        );
+        assert_eq!(collect(&data, Collection::ArgsNames)[1].1, b"x");
+        assert_eq!(collect(&data, Collection::RequestCookies).len(), 2);
+        assert_eq!(data.server_name, b"shop.example");
+        assert_eq!(
+            data.line,
+            b"GET /shop/caf%C3%A9/item.php?q=a+b&x=%27 HTTP/1.1"
+        );
+        assert_eq!(collect(&data, Collection::RequestBody), vec![]);
+    }
+
+    #[test]
+    fn bodies_by_processor() {
+        let mut data = RequestData::new(Head {
+            method: "POST".into(),
+            raw_uri: b"/?a=1".to_vec(),
+            headers: vec![(
+                "Content-Type".into(),
+                b"application/json; charset=utf-8".to_vec(),
+            )],
+            ..Head::default()
+        });
+        assert_eq!(data.processor_for(), Some(JSON));
+        data.set_body(br#"{"q":"x"}"#.to_vec(), 9, Some(JSON));
+        assert_eq!(
+            collect(&data, Collection::ArgsPost),
+            vec![("json.q".into(), b"x".to_vec())]
+        );
+        assert_eq!(collect(&data, Collection::Args).len(), 2);
+        assert_eq!(collect(&data, Collection::ReqbodyError)[0].1, b"0");
+        data.set_body(b"{bad".to_vec(), 4, Some(JSON));
+        assert_eq!(collect(&data, Collection::ReqbodyError)[0].1, b"1");
+        assert_eq!(collect(&data, Collection::RequestBody)[0].1, b"{bad");
+    }
+}

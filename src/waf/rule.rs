@@ -1,0 +1,457 @@
+//! The compiled rule model shared by the SecLang loader, the YAML rules and
+//! the engine: what a rule inspects, how, and what it does on a match.
+
+use std::sync::Arc;
+
+use regex::bytes::Regex;
+
+use super::operator::Operator;
+use super::transform::Transform;
+
+/// The request data a rule can inspect (ModSecurity variable names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Collection {
+    Args,
+    ArgsGet,
+    ArgsPost,
+    ArgsNames,
+    ArgsGetNames,
+    ArgsPostNames,
+    ArgsCombinedSize,
+    RequestCookies,
+    RequestCookiesNames,
+    RequestHeaders,
+    RequestHeadersNames,
+    RequestFilename,
+    RequestBasename,
+    RequestUri,
+    RequestUriRaw,
+    RequestLine,
+    RequestMethod,
+    RequestProtocol,
+    QueryString,
+    RequestBody,
+    RequestBodyLength,
+    ReqbodyProcessor,
+    ReqbodyError,
+    ReqbodyErrorMsg,
+    MultipartStrictError,
+    MultipartUnmatchedBoundary,
+    MultipartPartHeaders,
+    Files,
+    FilesNames,
+    FilesSizes,
+    FilesCombinedSize,
+    RemoteAddr,
+    RemotePort,
+    ServerName,
+    ServerPort,
+    UniqueId,
+    Tx,
+    MatchedVar,
+    MatchedVarName,
+    MatchedVars,
+    MatchedVarsNames,
+    Xml,
+    FullRequestLength,
+    UrlencodedError,
+}
+
+impl Collection {
+    /// Looks a variable name up (case-insensitive).
+    pub fn parse(name: &str) -> Option<Collection> {
+        use Collection::*;
+        Some(match name.to_ascii_uppercase().as_str() {
+            "ARGS" => Args,
+            "ARGS_GET" => ArgsGet,
+            "ARGS_POST" => ArgsPost,
+            "ARGS_NAMES" => ArgsNames,
+            "ARGS_GET_NAMES" => ArgsGetNames,
+            "ARGS_POST_NAMES" => ArgsPostNames,
+            "ARGS_COMBINED_SIZE" => ArgsCombinedSize,
+            "REQUEST_COOKIES" => RequestCookies,
+            "REQUEST_COOKIES_NAMES" => RequestCookiesNames,
+            "REQUEST_HEADERS" => RequestHeaders,
+            "REQUEST_HEADERS_NAMES" => RequestHeadersNames,
+            "REQUEST_FILENAME" => RequestFilename,
+            "REQUEST_BASENAME" => RequestBasename,
+            "REQUEST_URI" => RequestUri,
+            "REQUEST_URI_RAW" => RequestUriRaw,
+            "REQUEST_LINE" => RequestLine,
+            "REQUEST_METHOD" => RequestMethod,
+            "REQUEST_PROTOCOL" => RequestProtocol,
+            "QUERY_STRING" => QueryString,
+            "REQUEST_BODY" => RequestBody,
+            "REQUEST_BODY_LENGTH" => RequestBodyLength,
+            "REQBODY_PROCESSOR" => ReqbodyProcessor,
+            "REQBODY_ERROR" | "REQBODY_PROCESSOR_ERROR" => ReqbodyError,
+            "REQBODY_ERROR_MSG" | "REQBODY_PROCESSOR_ERROR_MSG" => ReqbodyErrorMsg,
+            "MULTIPART_STRICT_ERROR" => MultipartStrictError,
+            "MULTIPART_UNMATCHED_BOUNDARY" => MultipartUnmatchedBoundary,
+            "MULTIPART_PART_HEADERS" => MultipartPartHeaders,
+            "FILES" => Files,
+            "FILES_NAMES" => FilesNames,
+            "FILES_SIZES" => FilesSizes,
+            "FILES_COMBINED_SIZE" => FilesCombinedSize,
+            "REMOTE_ADDR" => RemoteAddr,
+            "REMOTE_PORT" => RemotePort,
+            "SERVER_NAME" => ServerName,
+            "SERVER_PORT" => ServerPort,
+            "UNIQUE_ID" => UniqueId,
+            "TX" => Tx,
+            "MATCHED_VAR" => MatchedVar,
+            "MATCHED_VAR_NAME" => MatchedVarName,
+            "MATCHED_VARS" => MatchedVars,
+            "MATCHED_VARS_NAMES" => MatchedVarsNames,
+            "XML" => Xml,
+            "FULL_REQUEST_LENGTH" => FullRequestLength,
+            "URLENCODED_ERROR" => UrlencodedError,
+            _ => return None,
+        })
+    }
+
+    /// The name used in `MATCHED_VAR_NAME` and audit records.
+    pub fn name(self) -> &'static str {
+        use Collection::*;
+        match self {
+            Args => "ARGS",
+            ArgsGet => "ARGS_GET",
+            ArgsPost => "ARGS_POST",
+            ArgsNames => "ARGS_NAMES",
+            ArgsGetNames => "ARGS_GET_NAMES",
+            ArgsPostNames => "ARGS_POST_NAMES",
+            ArgsCombinedSize => "ARGS_COMBINED_SIZE",
+            RequestCookies => "REQUEST_COOKIES",
+            RequestCookiesNames => "REQUEST_COOKIES_NAMES",
+            RequestHeaders => "REQUEST_HEADERS",
+            RequestHeadersNames => "REQUEST_HEADERS_NAMES",
+            RequestFilename => "REQUEST_FILENAME",
+            RequestBasename => "REQUEST_BASENAME",
+            RequestUri => "REQUEST_URI",
+            RequestUriRaw => "REQUEST_URI_RAW",
+            RequestLine => "REQUEST_LINE",
+            RequestMethod => "REQUEST_METHOD",
+            RequestProtocol => "REQUEST_PROTOCOL",
+            QueryString => "QUERY_STRING",
+            RequestBody => "REQUEST_BODY",
+            RequestBodyLength => "REQUEST_BODY_LENGTH",
+            ReqbodyProcessor => "REQBODY_PROCESSOR",
+            ReqbodyError => "REQBODY_ERROR",
+            ReqbodyErrorMsg => "REQBODY_ERROR_MSG",
+            MultipartStrictError => "MULTIPART_STRICT_ERROR",
+            MultipartUnmatchedBoundary => "MULTIPART_UNMATCHED_BOUNDARY",
+            MultipartPartHeaders => "MULTIPART_PART_HEADERS",
+            Files => "FILES",
+            FilesNames => "FILES_NAMES",
+            FilesSizes => "FILES_SIZES",
+            FilesCombinedSize => "FILES_COMBINED_SIZE",
+            RemoteAddr => "REMOTE_ADDR",
+            RemotePort => "REMOTE_PORT",
+            ServerName => "SERVER_NAME",
+            ServerPort => "SERVER_PORT",
+            UniqueId => "UNIQUE_ID",
+            Tx => "TX",
+            MatchedVar => "MATCHED_VAR",
+            MatchedVarName => "MATCHED_VAR_NAME",
+            MatchedVars => "MATCHED_VARS",
+            MatchedVarsNames => "MATCHED_VARS_NAMES",
+            Xml => "XML",
+            FullRequestLength => "FULL_REQUEST_LENGTH",
+            UrlencodedError => "URLENCODED_ERROR",
+        }
+    }
+
+    /// Collections whose values are the request's own (never change while a
+    /// phase runs), so transformed values can be reused between rules.
+    pub fn is_request_data(self) -> bool {
+        !matches!(
+            self,
+            Collection::Tx
+                | Collection::MatchedVar
+                | Collection::MatchedVarName
+                | Collection::MatchedVars
+                | Collection::MatchedVarsNames
+        )
+    }
+}
+
+/// Picks entries of a collection by key.
+#[derive(Debug, Clone)]
+pub enum Selector {
+    /// Lower-cased key, compared case-insensitively.
+    Name(String),
+    Regex(Regex),
+}
+
+impl Selector {
+    pub fn matches(&self, key: &str) -> bool {
+        match self {
+            Selector::Name(name) => key.eq_ignore_ascii_case(name),
+            Selector::Regex(re) => re.is_match(key.as_bytes()),
+        }
+    }
+}
+
+/// One variable of a rule: a collection, optionally narrowed by a key, or its count.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub collection: Collection,
+    pub selector: Option<Selector>,
+    pub count: bool,
+}
+
+/// Keys taken out of a collection (`!ARGS:pwd`, `ctl:ruleRemoveTargetById`, YAML exclusions).
+#[derive(Debug, Clone)]
+pub struct TargetExclusion {
+    pub collection: Collection,
+    pub selector: Option<Selector>,
+}
+
+impl TargetExclusion {
+    pub fn covers(&self, collection: Collection, key: &str) -> bool {
+        self.collection == collection && self.selector.as_ref().is_none_or(|s| s.matches(key))
+    }
+}
+
+/// A text with `%{collection.key}` references, expanded at run time.
+#[derive(Debug, Clone, Default)]
+pub struct Macro {
+    pub parts: Vec<MacroPart>,
+}
+
+#[derive(Debug, Clone)]
+pub enum MacroPart {
+    Text(String),
+    /// Upper-cased collection name and lower-cased key.
+    Var(String, Option<String>),
+}
+
+impl Macro {
+    pub fn parse(text: &str) -> Macro {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("%{") {
+            let Some(len) = rest[start + 2..].find('}') else {
+                break;
+            };
+            if start > 0 {
+                parts.push(MacroPart::Text(rest[..start].to_string()));
+            }
+            let inner = &rest[start + 2..start + 2 + len];
+            let (coll, key) = match inner.split_once('.') {
+                Some((c, k)) => (c, Some(k.to_ascii_lowercase())),
+                None => (inner, None),
+            };
+            parts.push(MacroPart::Var(coll.to_ascii_uppercase(), key));
+            rest = &rest[start + 3 + len..];
+        }
+        if !rest.is_empty() {
+            parts.push(MacroPart::Text(rest.to_string()));
+        }
+        Macro { parts }
+    }
+
+    /// The text when it has no references.
+    pub fn literal(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [] => Some(""),
+            [MacroPart::Text(t)] => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// `setvar` on the TX collection.
+#[derive(Debug, Clone)]
+pub struct SetVar {
+    pub name: Macro,
+    pub op: SetOp,
+}
+
+#[derive(Debug, Clone)]
+pub enum SetOp {
+    Set(Macro),
+    Add(Macro),
+    Sub(Macro),
+    Delete,
+}
+
+/// Rule id ranges as `ctl:ruleRemoveById` and exclusions write them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdRange {
+    pub from: u32,
+    pub to: u32,
+}
+
+impl IdRange {
+    pub fn parse(text: &str) -> Option<IdRange> {
+        let text = text.trim();
+        match text.split_once('-') {
+            Some((a, b)) => {
+                let (from, to) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+                (from <= to).then_some(IdRange { from, to })
+            }
+            None => {
+                let id = text.parse().ok()?;
+                Some(IdRange { from: id, to: id })
+            }
+        }
+    }
+
+    pub fn contains(&self, id: u32) -> bool {
+        (self.from..=self.to).contains(&id)
+    }
+}
+
+/// `ctl:` actions: changes to this request's evaluation.
+#[derive(Debug, Clone)]
+pub enum Ctl {
+    RemoveById(Vec<IdRange>),
+    RemoveByTag(String),
+    RemoveTargetById(IdRange, TargetExclusion),
+    RemoveTargetByTag(String, TargetExclusion),
+    RuleEngine(EngineMode),
+    BodyProcessor(String),
+    ForceBodyVariable(bool),
+    BodyAccess(bool),
+    /// Accepted and without effect here (`auditEngine`, `auditLogParts`).
+    Ignored,
+}
+
+/// `SecRuleEngine` / `ctl:ruleEngine`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineMode {
+    On,
+    DetectionOnly,
+    Off,
+}
+
+/// What a matching rule does to the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disruptive {
+    Pass,
+    /// Deny (also `drop`, and `block` when the default action denies).
+    Deny,
+    /// Stop evaluating rules for this request and let it through.
+    Allow,
+}
+
+/// Where a rule came from, for reports and audit records.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub file: Arc<str>,
+    pub line: usize,
+}
+
+/// One rule (a chain is a head with `chain` links).
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub id: u32,
+    pub phase: u8,
+    pub origin: Origin,
+    pub targets: Vec<Target>,
+    pub exclusions: Vec<TargetExclusion>,
+    pub operator: Operator,
+    pub negated: bool,
+    pub transforms: Vec<Transform>,
+    /// Index of this transformation chain, for reusing transformed values.
+    pub transforms_key: usize,
+    pub multi_match: bool,
+    pub capture: bool,
+    pub disruptive: Disruptive,
+    pub status: Option<u16>,
+    pub log: bool,
+    pub msg: Option<Macro>,
+    pub logdata: Option<Macro>,
+    pub severity: Option<u8>,
+    pub tags: Vec<String>,
+    pub setvars: Vec<SetVar>,
+    pub ctls: Vec<Ctl>,
+    pub skip_after: Option<String>,
+    pub skip: usize,
+    pub chain: Option<Box<Rule>>,
+}
+
+impl Rule {
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t == tag)
+    }
+
+    /// The paranoia level from CRS's `paranoia-level/N` tag (1 when absent).
+    pub fn paranoia_level(&self) -> u8 {
+        self.tags
+            .iter()
+            .find_map(|t| t.strip_prefix("paranoia-level/")?.parse().ok())
+            .unwrap_or(1)
+    }
+}
+
+/// Severity names as SecLang writes them.
+pub fn severity(text: &str) -> Option<u8> {
+    Some(match text.to_ascii_uppercase().as_str() {
+        "EMERGENCY" | "0" => 0,
+        "ALERT" | "1" => 1,
+        "CRITICAL" | "2" => 2,
+        "ERROR" | "3" => 3,
+        "WARNING" | "4" => 4,
+        "NOTICE" | "5" => 5,
+        "INFO" | "6" => 6,
+        "DEBUG" | "7" => 7,
+        _ => return None,
+    })
+}
+
+pub fn severity_name(level: u8) -> &'static str {
+    match level {
+        0 => "EMERGENCY",
+        1 => "ALERT",
+        2 => "CRITICAL",
+        3 => "ERROR",
+        4 => "WARNING",
+        5 => "NOTICE",
+        6 => "INFO",
+        _ => "DEBUG",
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macros_split_text_and_references() {
+        let m = Macro::parse("score %{TX.Anomaly_Score} by %{rule.id}!");
+        assert_eq!(m.parts.len(), 5);
+        assert!(
+            matches!(&m.parts[1], MacroPart::Var(c, Some(k)) if c == "TX" && k == "anomaly_score")
+        );
+        assert!(matches!(&m.parts[3], MacroPart::Var(c, Some(k)) if c == "RULE" && k == "id"));
+        assert_eq!(Macro::parse("plain").literal(), Some("plain"));
+        assert_eq!(Macro::parse("%{MATCHED_VAR}").literal(), None);
+    }
+
+    #[test]
+    fn id_ranges() {
+        let r = IdRange::parse("942100-942199").unwrap();
+        assert!(r.contains(942150) && !r.contains(942200));
+        assert_eq!(IdRange::parse("5"), Some(IdRange { from: 5, to: 5 }));
+        assert!(IdRange::parse("9-1").is_none());
+        assert!(IdRange::parse("x").is_none());
+    }
+
+    #[test]
+    fn collection_names_round_trip() {
+        for name in [
+            "ARGS",
+            "request_headers",
+            "TX",
+            "XML",
+            "FILES_COMBINED_SIZE",
+        ] {
+            let c = Collection::parse(name).unwrap();
+            assert_eq!(c.name(), name.to_ascii_uppercase());
+        }
+        assert!(Collection::parse("RESPONSE_BODY").is_none());
+    }
+}

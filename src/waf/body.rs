@@ -209,7 +209,8 @@ fn part(out: &mut Multipart, headers: &[u8], content: &[u8]) {
             continue;
         };
         if key.trim().eq_ignore_ascii_case("content-disposition") {
-            let mut params = value.split(';');
+            let params = split_params(value);
+            let mut params = params.iter().map(String::as_str);
             if !params
                 .next()
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case("form-data"))
@@ -259,6 +260,28 @@ fn part(out: &mut Multipart, headers: &[u8], content: &[u8]) {
         }
         None => out.fields.push((name, content.to_vec())),
     }
+}
+
+/// Splits `form-data; name="a;b"; filename=x` on `;` outside double quotes.
+fn split_params(value: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut quoted = false;
+    let mut escaped = false;
+    for c in value.chars() {
+        match c {
+            ';' if !quoted => out.push(String::new()),
+            _ => {
+                if c == '"' && !escaped {
+                    quoted = !quoted;
+                }
+                escaped = c == '\\' && !escaped;
+                if let Some(last) = out.last_mut() {
+                    last.push(c);
+                }
+            }
+        }
+    }
+    out
 }
 
 fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
@@ -412,6 +435,13 @@ mod tests {
             Some("abc".into())
         );
         assert_eq!(boundary("multipart/form-data"), None);
+    }
+
+    #[test]
+    fn quoted_semicolons_stay_in_names() {
+        let body = b"--XX\r\nContent-Disposition: form-data; name=\"fi;le\"; filename=\"a;b\"\r\n\r\nx\r\n--XX--";
+        let m = multipart(body, "XX");
+        assert_eq!(m.files, vec![("fi;le".to_string(), b"a;b".to_vec())]);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! does: targets, transformations, operator, then actions (setvar, ctl,
 //! skipAfter, disruptive), with TX variables and macro expansion.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -252,6 +253,7 @@ impl Transaction {
     /// Evaluates a rule and its chain; on a full match runs the actions.
     fn evaluate_chain(&mut self, head: &Rule) -> bool {
         let exclusions = self.state.tuning.exclusions_for(head);
+        let detect_only = self.state.tuning.detect_only(head);
         let mut link = Some(head);
         let mut fired = Vec::new();
         while let Some(rule) = link {
@@ -259,16 +261,17 @@ impl Transaction {
                 Some(m) => fired.push(m),
                 None => return false,
             }
-            link = rule.chain.as_deref();
-        }
-        let detect_only = self.state.tuning.detect_only(head);
-        let mut link = Some(head);
-        while let Some(rule) = link {
-            if !detect_only {
-                for setvar in &rule.setvars {
+            // As in ModSecurity, a link's variables are set as soon as it
+            // matches: the next link may read them (CRS 931130, 920420).
+            for setvar in &rule.setvars {
+                if !(detect_only && setvar.is_score()) {
                     self.setvar(setvar, head);
                 }
             }
+            link = rule.chain.as_deref();
+        }
+        let mut link = Some(head);
+        while let Some(rule) = link {
             for ctl in &rule.ctls {
                 self.ctl(ctl);
             }
@@ -352,7 +355,7 @@ impl Transaction {
             }
             SetOp::Set(value) => {
                 let value = self.expand(value, rule);
-                self.state.tx.insert(name, value);
+                self.state.tx.insert(name, value.into_owned());
             }
             SetOp::Add(value) | SetOp::Sub(value) => {
                 let delta = atoi(&self.expand(value, rule));
@@ -389,9 +392,9 @@ impl Transaction {
     }
 
     /// Expands `%{...}` references.
-    fn expand(&self, m: &Macro, rule: &Rule) -> Vec<u8> {
+    fn expand<'m>(&self, m: &'m Macro, rule: &Rule) -> Cow<'m, [u8]> {
         if let Some(text) = m.literal() {
-            return text.as_bytes().to_vec();
+            return Cow::Borrowed(text.as_bytes());
         }
         let mut out = Vec::new();
         for part in &m.parts {
@@ -402,7 +405,7 @@ impl Transaction {
                 }
             }
         }
-        out
+        Cow::Owned(out)
     }
 
     fn lookup(&self, collection: &str, key: Option<&str>, rule: &Rule) -> Vec<u8> {
@@ -456,27 +459,37 @@ impl Visit<'_> {
         let keyed = target.selector.is_some();
         if target.count {
             self.count = 0;
-            self.entries(data, collection, &mut |visit, key, _| {
-                if visit.selected(target, key) {
-                    visit.count += 1;
-                }
-                true
-            });
+            self.entries(
+                data,
+                collection,
+                target.selector.as_ref(),
+                &mut |visit, key, _| {
+                    if visit.selected(target, key) {
+                        visit.count += 1;
+                    }
+                    true
+                },
+            );
             let count = self.count.to_string();
             self.check(collection, "", count.as_bytes(), false);
             return;
         }
-        self.entries(data, collection, &mut |visit, key, value| {
-            if keyed && !visit.selected(target, key) {
-                return true;
-            }
-            if !keyed && visit.excluded(collection, key) {
-                return true;
-            }
-            let cacheable = cacheable(collection) && !value.is_empty();
-            visit.check(collection, key, value, cacheable);
-            true
-        });
+        self.entries(
+            data,
+            collection,
+            target.selector.as_ref(),
+            &mut |visit, key, value| {
+                if keyed && !visit.selected(target, key) {
+                    return true;
+                }
+                if !keyed && visit.excluded(collection, key) {
+                    return true;
+                }
+                let cacheable = cacheable(collection) && !value.is_empty();
+                visit.check(collection, key, value, cacheable);
+                true
+            },
+        );
     }
 
     fn selected(&self, target: &Target, key: &str) -> bool {
@@ -498,15 +511,27 @@ impl Visit<'_> {
         &mut self,
         data: &RequestData,
         collection: Collection,
+        only: Option<&Selector>,
         each: &mut dyn FnMut(&mut Self, &str, &[u8]) -> bool,
     ) {
         let own: Vec<(String, Vec<u8>)> = match collection {
-            Collection::Tx => self
-                .state
-                .tx
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            Collection::Tx => match only {
+                // One variable by name: no need to copy the whole collection.
+                Some(Selector::Name(name)) => self
+                    .state
+                    .tx
+                    .get(name.as_str())
+                    .map(|v| (name.clone(), v.clone()))
+                    .into_iter()
+                    .collect(),
+                _ => self
+                    .state
+                    .tx
+                    .iter()
+                    .filter(|(k, _)| only.is_none_or(|s| s.matches(k)))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            },
             Collection::MatchedVar => vec![(String::new(), self.state.matched_var.1.clone())],
             Collection::MatchedVarName => {
                 vec![(String::new(), self.state.matched_var.0.clone().into_bytes())]

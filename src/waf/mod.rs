@@ -360,3 +360,242 @@ fn conf_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
     files.sort();
     Ok(files)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Arc<compile::RuleSet> {
+        let mut loader = compile::Loader::default();
+        loader.load_text("test.conf", text, Path::new("."));
+        let (set, errors, _) = loader.finish();
+        assert!(errors.is_empty(), "{errors:?}");
+        Arc::new(set.unwrap())
+    }
+
+    fn request(set: &Arc<compile::RuleSet>, uri: &str, body: Option<(&str, &str)>) -> Transaction {
+        let mut headers = vec![("Host".to_string(), b"shop.example".to_vec())];
+        if let Some((ct, _)) = body {
+            headers.push(("Content-Type".to_string(), ct.as_bytes().to_vec()));
+        }
+        let head = Head {
+            method: if body.is_some() { "POST" } else { "GET" }.into(),
+            raw_uri: uri.as_bytes().to_vec(),
+            protocol: "HTTP/1.1".into(),
+            headers,
+            ..Head::default()
+        };
+        let mut tx = Transaction::new(
+            set.clone(),
+            RequestData::new(head),
+            EngineMode::On,
+            Tuning::default(),
+        );
+        tx.run_phase(1);
+        let bytes = body.map(|(_, b)| b.as_bytes().to_vec()).unwrap_or_default();
+        let len = bytes.len();
+        tx.set_body(bytes, len);
+        tx.run_phase(2);
+        tx
+    }
+
+    fn ids(tx: &Transaction) -> Vec<u32> {
+        tx.matches().iter().map(|m| m.id).collect()
+    }
+
+    const SCORING: &str = r#"
+SecAction "id:1,phase:1,pass,nolog,setvar:tx.score=0,setvar:tx.threshold=5"
+SecRule ARGS "@rx (?i)union\s+select" "id:10,phase:2,pass,t:none,t:urlDecodeUni,msg:'SQLi in %{MATCHED_VAR_NAME}',severity:CRITICAL,setvar:'tx.score=+5'"
+SecRule REQUEST_COOKIES|!REQUEST_COOKIES:/^_ga/ "@contains <script" "id:11,phase:2,pass,t:lowercase,setvar:tx.score=+5"
+SecRule TX:SCORE "@ge %{tx.threshold}" "id:99,phase:2,deny,status:403,msg:'score %{tx.score}',tag:'anomaly-evaluation'"
+"#;
+
+    #[test]
+    fn scores_add_up_to_a_block() {
+        let set = load(SCORING);
+        let tx = request(&set, "/?q=1%20UNION%20SELECT%202", None);
+        assert_eq!(ids(&tx), vec![1, 10, 99]);
+        let block = tx.blocked().unwrap();
+        assert_eq!(block.rule, 99);
+        assert_eq!(tx.matches()[1].msg, "SQLi in ARGS:q");
+        assert_eq!(tx.matches()[1].target, "ARGS:q");
+        assert_eq!(tx.matches()[2].msg, "score 5");
+        let clean = request(&set, "/?q=union%20station", None);
+        assert!(clean.blocked().is_none());
+        assert_eq!(ids(&clean), vec![1]);
+    }
+
+    #[test]
+    fn body_arguments_are_inspected() {
+        let set = load(SCORING);
+        let form = request(
+            &set,
+            "/",
+            Some(("application/x-www-form-urlencoded", "a=1+union+select+2")),
+        );
+        assert!(form.blocked().is_some());
+        let json = request(
+            &set,
+            "/",
+            Some(("application/json", r#"{"billing":{"note":"union select"}}"#)),
+        );
+        assert_eq!(json.matches()[1].target, "ARGS:json.billing.note");
+        let multipart =
+            "--B\r\nContent-Disposition: form-data; name=\"c\"\r\n\r\nunion select\r\n--B--\r\n";
+        let upload = request(
+            &set,
+            "/",
+            Some(("multipart/form-data; boundary=B", multipart)),
+        );
+        assert!(upload.blocked().is_some());
+    }
+
+    #[test]
+    fn detection_only_records_without_blocking() {
+        let set = load(SCORING);
+        let head = Head {
+            method: "GET".into(),
+            raw_uri: b"/?q=union+select".to_vec(),
+            protocol: "HTTP/1.1".into(),
+            ..Head::default()
+        };
+        let mut tx = Transaction::new(
+            set,
+            RequestData::new(head),
+            EngineMode::DetectionOnly,
+            Tuning::default(),
+        );
+        tx.run_phase(1);
+        tx.run_phase(2);
+        assert!(tx.blocked().is_none());
+        assert_eq!(tx.would_block().unwrap().rule, 99);
+    }
+
+    #[test]
+    fn static_target_exclusions_and_ctl() {
+        let text = format!(
+            "{SCORING}\nSecRule REQUEST_FILENAME \"@streq /login\" \"id:2,phase:1,pass,nolog,ctl:ruleRemoveTargetById=10;ARGS:pwd\"\n"
+        );
+        // The ctl rule comes after the scoring rules in the file but runs in phase 1.
+        let set = load(&text);
+        let cookie = request(&set, "/", None);
+        assert!(cookie.blocked().is_none());
+        let login = request(&set, "/login?pwd=union+select", None);
+        assert!(login.blocked().is_none(), "{:?}", ids(&login));
+        let elsewhere = request(&set, "/account?pwd=union+select", None);
+        assert!(elsewhere.blocked().is_some());
+    }
+
+    #[test]
+    fn chains_captures_and_skip_after() {
+        let set = load(
+            r#"
+SecRule ARGS:a "@rx ^(\d+)-(\d+)$" "id:20,phase:1,pass,capture,chain"
+    SecRule TX:2 "@lt %{tx.1}" "setvar:tx.reversed=1"
+SecRule TX:reversed "@eq 1" "id:21,phase:1,pass,skipAfter:END"
+SecAction "id:22,phase:1,pass,setvar:tx.skipped=0"
+SecMarker END
+SecRule &TX:skipped "@eq 0" "id:23,phase:1,pass"
+"#,
+        );
+        let tx = request(&set, "/?a=9-3", None);
+        assert_eq!(ids(&tx), vec![20, 21, 23]);
+        let tx = request(&set, "/?a=3-9", None);
+        assert_eq!(ids(&tx), vec![22]);
+    }
+
+    #[test]
+    fn bad_files_report_file_and_line() {
+        let mut loader = compile::Loader::default();
+        loader.load_text(
+            "bad.conf",
+            "SecRule ARGS \"@rx a\" \"id:1,phase:2,pass\"\n\nSecRule ARGS \"@rx (\" \"id:2,phase:2,bogus:1\"\nSecRule ARGS \"@rx a\" \"phase:2,pass\"\n",
+            Path::new("."),
+        );
+        let (set, errors, notes) = loader.finish();
+        assert!(set.is_none());
+        let lines: Vec<(usize, Option<u32>)> = errors.iter().map(|e| (e.line, e.rule)).collect();
+        assert!(lines.contains(&(3, Some(2))), "{errors:?}");
+        assert!(lines.contains(&(4, None)), "{errors:?}");
+        assert!(errors.iter().any(|e| e.message.contains("bogus")));
+        // An unsupported pattern is a note (rule left out), not a silent skip.
+        assert!(
+            notes.iter().any(|n| n.rule == Some(2) && n.line == 3),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn unsupported_constructs_are_noted() {
+        let mut loader = compile::Loader::default();
+        loader.load_text(
+            "notes.conf",
+            "SecRule ARGS \"@rx (?<=a)b\" \"id:1,phase:2,pass\"\nSecRule RESPONSE_BODY \"@rx x\" \"id:2,phase:4,pass\"\nSecAction \"id:3,phase:1,pass,initcol:ip=%{remote_addr}\"\nSecFoo On\n",
+            Path::new("."),
+        );
+        let (set, errors, notes) = loader.finish();
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(set.is_some());
+        for (line, id) in [(1, Some(1)), (2, Some(2)), (3, Some(3)), (4, None)] {
+            assert!(
+                notes.iter().any(|n| n.line == line && n.rule == id),
+                "line {line}: {notes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn policy_exclusions_tune_matching_requests() {
+        let set = load(SCORING);
+        let exclusion = Exclusion {
+            name: "login".into(),
+            paths: vec!["/wp-login.php".into()],
+            path_regex: None,
+            methods: vec![],
+            ids: vec![IdRange { from: 10, to: 10 }],
+            tags: vec![],
+            targets: vec![TargetExclusion {
+                collection: rule::Collection::Args,
+                selector: Some(rule::Selector::Name("pwd".into())),
+            }],
+            detect_only: false,
+        };
+        let waf = Waf {
+            settings: WafSettings {
+                mode: Mode::Block,
+                paranoia: 1,
+                threshold: 5,
+                body_limit: 1024,
+                overflow: Overflow::InspectPrefix,
+                malformed: Malformed::InspectRaw,
+                debug_header: false,
+                ban_on_block: false,
+                crs: None,
+                exclusions: vec![exclusion],
+            },
+            rules: set,
+            notes: vec![],
+            files: vec![],
+        };
+        let run = |uri: &str| {
+            let mut tx = waf.transaction(Head {
+                method: "GET".into(),
+                raw_uri: uri.as_bytes().to_vec(),
+                protocol: "HTTP/1.1".into(),
+                ..Head::default()
+            });
+            tx.run_phase(1);
+            tx.run_phase(2);
+            tx.blocked().is_some()
+        };
+        assert!(!run("/wp-login.php?pwd=union+select"));
+        assert!(
+            run("/wp-login.php?log=union+select"),
+            "other fields stay inspected"
+        );
+        assert!(run("/shop/?pwd=union+select"), "other paths stay inspected");
+        // Paths are compared normalised, as the origin will resolve them.
+        assert!(!run("/x/../wp-login.php?pwd=union+select"));
+    }
+}

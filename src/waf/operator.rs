@@ -144,6 +144,11 @@ impl Operator {
         };
         match self {
             Operator::Rx(re) => {
+                // Most values do not match: a yes/no scan is much cheaper than
+                // finding where, so where is asked only on a match.
+                if !re.is_match(value) {
+                    return None;
+                }
                 if !capture {
                     return re.find(value).map(|m| Hit {
                         fragment: m.as_bytes().to_vec(),

@@ -268,6 +268,16 @@ pub struct SetVar {
     pub op: SetOp,
 }
 
+impl SetVar {
+    /// Whether this adds to an anomaly score (what a detect-only rule must not do).
+    pub fn is_score(&self) -> bool {
+        self.name.parts.iter().any(|p| match p {
+            MacroPart::Text(t) => t.contains("score"),
+            MacroPart::Var(..) => false,
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum SetOp {
     Set(Macro),

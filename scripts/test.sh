@@ -8,6 +8,15 @@ scripts/setup.sh --for-tests
 
 step() { printf '\n== %s\n' "$*"; }
 
+# The WAF tests replay the OWASP CRS regression suite: they need a CRS v4
+# release folder (rules/ and tests/) and the WordPress exclusion plugin.
+export REMPART_CRS_DIR="${REMPART_CRS_DIR:-$(cd .. && pwd)/shared/crs}"
+export REMPART_CRS_PLUGINS_DIR="${REMPART_CRS_PLUGINS_DIR:-$(cd .. && pwd)/shared/crs-plugins}"
+if [ ! -d "$REMPART_CRS_DIR/rules" ]; then
+  echo "OWASP CRS not found at $REMPART_CRS_DIR: set REMPART_CRS_DIR to a CRS v4 release folder (rules/ and tests/)" >&2
+  exit 1
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -160,6 +160,8 @@ impl Inspection {
             self.seen += chunk.len();
             self.held.extend_from_slice(&chunk);
         }
+        // Held back: an empty chunk, because `None` would end the body upstream.
+        *body = Some(Bytes::new());
         let over = self.held.len() > limit;
         if !end_of_stream && !over {
             return None;
@@ -240,7 +242,9 @@ impl Inspection {
             .iter()
             .filter(|m| m.log)
             .map(|m| {
-                let secret = is_secret(&m.target);
+                // Any secret variable in the match hides the values: the
+                // message data may quote another variable than the first.
+                let secret = is_secret(&m.target) || m.targets.iter().any(|t| is_secret(t));
                 serde_json::json!({
                     "id": m.id,
                     "msg": m.msg,

@@ -71,8 +71,9 @@ impl Proxy {
             // Allowlisted clients are refused the request but never banned.
             let _ = self.bans.ban(ctx.client.ip, None, reason);
         }
-        // The audit log records security decisions, not origin errors.
-        if reply.status >= 400 && by != "proxy" {
+        // The audit log records security decisions, not origin errors; the
+        // WAF writes its own, more detailed record when the request ends.
+        if reply.status >= 400 && by != "proxy" && by != "waf" {
             let anonymize_ips = ctx
                 .snapshot
                 .as_ref()
@@ -985,6 +986,9 @@ impl ProxyHttp for Proxy {
             ctx.decision.by = "proxy";
         }
         if session.response_written().is_none() {
+            // The connection is not reused after a failure: say so, or a
+            // client would send its next request into a closed socket.
+            session.set_keepalive(None);
             if ctx.request_id.is_empty() {
                 ctx.request_id = headers::request_id(None);
             }

@@ -22,6 +22,8 @@ pub struct Match {
     pub severity: Option<u8>,
     /// `ARGS:q`, `REQUEST_HEADERS:User-Agent`...
     pub target: String,
+    /// Every variable that matched along the chain (audit masking looks at all).
+    pub targets: Vec<String>,
     pub fragment: String,
     /// Logged but not scored nor enforced (a detect-only rule).
     pub detect_only: bool,
@@ -77,7 +79,7 @@ impl Tuning {
 /// Evaluation state of one request.
 #[derive(Debug)]
 struct State {
-    tx: HashMap<String, Vec<u8>>,
+    tx: HashMap<String, Vec<u8>, FastHash>,
     tuning: Tuning,
     mode: EngineMode,
     processor: Option<String>,
@@ -91,7 +93,40 @@ struct State {
 }
 
 /// Transformed values reused between rules: (chain, value address, length).
-type Cache = HashMap<(usize, usize, usize), Arc<[u8]>>;
+type Cache = HashMap<(usize, usize, usize), Arc<[u8]>, FastHash>;
+
+/// A multiply-rotate hasher for the engine's small per-request maps: keys
+/// come from the rules and the engine, and SipHash's cost showed in profiles.
+#[derive(Default, Clone, Copy)]
+struct FastHash;
+
+impl std::hash::BuildHasher for FastHash {
+    type Hasher = FastHasher;
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher(0)
+    }
+}
+
+struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
 
 /// A request under inspection.
 pub struct Transaction {
@@ -107,7 +142,7 @@ impl Transaction {
             set,
             data,
             state: State {
-                tx: HashMap::new(),
+                tx: HashMap::default(),
                 tuning,
                 mode,
                 processor: None,
@@ -119,7 +154,7 @@ impl Transaction {
                 would_block: None,
                 allowed: false,
             },
-            cache: HashMap::new(),
+            cache: HashMap::default(),
         }
     }
 
@@ -256,6 +291,7 @@ impl Transaction {
         let detect_only = self.state.tuning.detect_only(head);
         let mut link = Some(head);
         let mut fired = Vec::new();
+        let mut names: Vec<String> = Vec::new();
         while let Some(rule) = link {
             match self.evaluate(rule, head, &exclusions) {
                 Some(m) => fired.push(m),
@@ -263,9 +299,35 @@ impl Transaction {
             }
             // As in ModSecurity, a link's variables are set as soon as it
             // matches: the next link may read them (CRS 931130, 920420).
-            for setvar in &rule.setvars {
-                if !(detect_only && setvar.is_score()) {
-                    self.setvar(setvar, head);
+            // A setvar naming the matched variable runs once per match
+            // (CRS 920450 records every restricted header, not the last).
+            let per_match = rule.setvars.iter().any(SetVar::uses_matched_var);
+            let rounds = if per_match {
+                self.state.matched_vars.clone()
+            } else {
+                Vec::new()
+            };
+            let last = self.state.matched_var.clone();
+            for hit in rounds.into_iter().map(Some).chain(std::iter::once(None)) {
+                if per_match {
+                    match hit {
+                        Some(h) => self.state.matched_var = h,
+                        None => break,
+                    }
+                }
+                for setvar in &rule.setvars {
+                    if !(detect_only && setvar.is_score()) {
+                        self.setvar(setvar, head);
+                    }
+                }
+                if !per_match {
+                    break;
+                }
+            }
+            self.state.matched_var = last;
+            for (name, _) in &self.state.matched_vars {
+                if !names.contains(name) {
+                    names.push(name.clone());
                 }
             }
             link = rule.chain.as_deref();
@@ -295,6 +357,7 @@ impl Transaction {
             data,
             severity: head.severity,
             target,
+            targets: names,
             fragment: truncate(&fragment, 120),
             detect_only,
             log: head.log,

@@ -269,6 +269,20 @@ pub struct SetVar {
 }
 
 impl SetVar {
+    /// Whether the name or value refers to the matched variable.
+    pub fn uses_matched_var(&self) -> bool {
+        let refers = |m: &Macro| {
+            m.parts
+                .iter()
+                .any(|p| matches!(p, MacroPart::Var(c, _) if c.starts_with("MATCHED_VAR")))
+        };
+        refers(&self.name)
+            || match &self.op {
+                SetOp::Set(v) | SetOp::Add(v) | SetOp::Sub(v) => refers(v),
+                SetOp::Delete => false,
+            }
+    }
+
     /// Whether this adds to an anomaly score (what a detect-only rule must not do).
     pub fn is_score(&self) -> bool {
         self.name.parts.iter().any(|p| match p {

@@ -333,7 +333,18 @@ pub fn xml(body: &[u8]) -> Result<XmlValues, String> {
     let mut i = 0;
     let mut saw_element = false;
     while i < body.len() {
-        if body[i] == b'<' {
+        if body[i..].starts_with(b"<![CDATA[") {
+            // CDATA is text: hiding a payload in it must not hide it from rules.
+            let start = i + 9;
+            let Some(end) = find(body, b"]]>", start) else {
+                return Err("XML parsing error: unclosed CDATA".into());
+            };
+            let text = trim(&body[start..end]);
+            if !text.is_empty() {
+                texts.push(text.to_vec());
+            }
+            i = end + 3;
+        } else if body[i] == b'<' {
             let Some(end) = find(body, b">", i) else {
                 return Err("XML parsing error: unclosed markup".into());
             };
@@ -467,6 +478,8 @@ mod tests {
         assert_eq!(texts, vec![b"hi".to_vec(), b"there".to_vec()]);
         assert_eq!(attrs, vec![b"1".to_vec()]);
         assert!(xml(b"<a").is_err());
+        let (texts, _) = xml(b"<a><![CDATA[<b>system.multicall</b>]]></a>").unwrap();
+        assert_eq!(texts, vec![b"<b>system.multicall</b>".to_vec()]);
         assert!(xml(b"just text").is_err());
     }
 }

@@ -450,7 +450,8 @@ impl Transaction {
             }
             Ctl::BodyProcessor(p) => self.state.processor = Some(p.clone()),
             Ctl::BodyAccess(on) => self.state.body_access = *on,
-            Ctl::ForceBodyVariable(_) | Ctl::Ignored => {}
+            Ctl::ForceBodyVariable(on) => self.data.force_body_variable = *on,
+            Ctl::Ignored => {}
         }
     }
 

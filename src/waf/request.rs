@@ -47,6 +47,8 @@ pub struct RequestData {
     pub xml_texts: Vec<Vec<u8>>,
     pub xml_attributes: Vec<Vec<u8>>,
     pub args_combined_size: usize,
+    /// `ctl:forceRequestBodyVariable=On`: `REQUEST_BODY` whatever the processor.
+    pub force_body_variable: bool,
 }
 
 impl RequestData {
@@ -262,8 +264,14 @@ impl RequestData {
             QueryString => {
                 each("", &self.query);
             }
+            // As in ModSecurity, the raw body is a variable when no processor
+            // took it apart (or a form's), when parsing failed, or when forced:
+            // JSON, XML and multipart are inspected through their parts.
             RequestBody => {
-                if !self.body.is_empty() {
+                let raw = self.force_body_variable
+                    || self.body_error.is_some()
+                    || matches!(self.processor.as_deref(), None | Some(URLENCODED));
+                if raw && !self.body.is_empty() {
                     each("", &self.body);
                 }
             }

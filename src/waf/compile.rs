@@ -40,9 +40,39 @@ pub enum Item {
     Marker(Arc<str>),
 }
 
+/// The literals of the regex rules sharing one transformation chain, in one
+/// automaton: one scan of a transformed value tells which of those rules can
+/// possibly match it.
+#[derive(Debug)]
+pub struct Prefilter {
+    pub automaton: aho_corasick::AhoCorasick,
+    /// For each literal, the rule slots it stands for.
+    pub slots_of: Vec<Vec<usize>>,
+    pub slots: usize,
+}
+
+impl Prefilter {
+    /// Bit set of the slots whose literals occur in `value`.
+    pub fn scan(&self, value: &[u8]) -> Vec<u64> {
+        let mut bits = vec![0u64; self.slots.div_ceil(64)];
+        for m in self.automaton.find_overlapping_iter(value) {
+            if let Some(slots) = self.slots_of.get(m.pattern().as_usize()) {
+                for slot in slots {
+                    if let Some(word) = bits.get_mut(slot / 64) {
+                        *word |= 1 << (slot % 64);
+                    }
+                }
+            }
+        }
+        bits
+    }
+}
+
 /// Rules ready to run, split by phase (1: request headers, 2: request body).
 #[derive(Debug, Default)]
 pub struct RuleSet {
+    /// Literal prefilters by transformation chain (`Rule::transforms_key`).
+    pub prefilters: Vec<Option<Prefilter>>,
     pub rules: Vec<Rule>,
     pub phases: [Vec<Item>; 3],
     /// Number of distinct transformation chains (keys of transformed-value reuse).
@@ -379,6 +409,7 @@ impl Loader {
             skip_after: None,
             skip: 0,
             chain: None,
+            prefilter: None,
         };
         let mut wants_chain = false;
         let mut uses_block = false;
@@ -700,9 +731,64 @@ impl Loader {
                 }
             }
         }
+        set.prefilters = build_prefilters(&mut self.rules, set.chains);
         set.rules = self.rules;
         (Some(set), Vec::new(), self.notes)
     }
+}
+
+/// Gives each plain regex rule (not negated, not multi-match) whose matches
+/// all begin with known literals a slot in its chain's prefilter.
+fn build_prefilters(rules: &mut [Rule], chains: usize) -> Vec<Option<Prefilter>> {
+    // Per chain: literal -> slots, and the number of slots.
+    // Per chain: literal -> slots, and the number of slots.
+    type Literals = std::collections::BTreeMap<Vec<u8>, Vec<usize>>;
+    let mut per_chain: Vec<(Literals, usize)> = (0..chains).map(|_| Default::default()).collect();
+    let mut assign = |rule: &mut Rule| {
+        let Operator::Rx(re) = &rule.operator else {
+            return;
+        };
+        if rule.negated || rule.multi_match {
+            return;
+        }
+        let Some(literals) = operator::required_prefixes(re.as_str()) else {
+            return;
+        };
+        let Some((map, count)) = per_chain.get_mut(rule.transforms_key) else {
+            return;
+        };
+        let slot = *count;
+        *count += 1;
+        for literal in literals {
+            map.entry(literal).or_default().push(slot);
+        }
+        rule.prefilter = Some(slot);
+    };
+    for rule in rules.iter_mut() {
+        let mut link = Some(rule);
+        while let Some(l) = link {
+            assign(l);
+            link = l.chain.as_deref_mut();
+        }
+    }
+    per_chain
+        .into_iter()
+        .map(|(map, slots)| {
+            if slots == 0 {
+                return None;
+            }
+            let (literals, slots_of): (Vec<Vec<u8>>, Vec<Vec<usize>>) = map.into_iter().unzip();
+            aho_corasick::AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .build(&literals)
+                .ok()
+                .map(|automaton| Prefilter {
+                    automaton,
+                    slots_of,
+                    slots,
+                })
+        })
+        .collect()
 }
 
 fn add_exclusion(rule: &mut Rule, exclusion: &TargetExclusion) {

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::compile::{Item, RuleSet};
+use super::compile::{Item, Prefilter, RuleSet};
 use super::operator::atoi;
 use super::request::RequestData;
 use super::rule::*;
@@ -93,7 +93,16 @@ struct State {
 }
 
 /// Transformed values reused between rules: (chain, value address, length).
-type Cache = HashMap<(usize, usize, usize), Arc<[u8]>, FastHash>;
+type Cache = HashMap<(usize, usize, usize), Transformed, FastHash>;
+
+/// A value after one transformation chain, and which of that chain's
+/// prefiltered rules can match it (computed the first time a rule asks).
+#[derive(Clone)]
+struct Transformed {
+    /// `None`: the chain is empty, the value is the original.
+    value: Option<Arc<[u8]>>,
+    candidates: Option<Arc<[u64]>>,
+}
 
 /// A multiply-rotate hasher for the engine's small per-request maps: keys
 /// come from the rules and the engine, and SipHash's cost showed in profiles.
@@ -340,16 +349,20 @@ impl Transaction {
             link = rule.chain.as_deref();
         }
         let (target, fragment) = fired.into_iter().next().unwrap_or_default();
-        let msg = head
-            .msg
-            .as_ref()
-            .map(|m| lossy(&self.expand(m, head)))
-            .unwrap_or_default();
-        let data = head
-            .logdata
-            .as_ref()
-            .map(|m| lossy(&self.expand(m, head)))
-            .unwrap_or_default();
+        // Rules that neither log nor decide (CRS bookkeeping: most of a
+        // request's matches) are not described: nobody reads it.
+        let described = head.log || head.disruptive != Disruptive::Pass;
+        let describe = |m: &Option<Macro>| match m {
+            Some(m) if described => lossy(&self.expand(m, head)),
+            _ => String::new(),
+        };
+        let msg = describe(&head.msg);
+        let data = describe(&head.logdata);
+        let fragment = if described {
+            truncate(&fragment, 120)
+        } else {
+            String::new()
+        };
         self.state.matches.push(Match {
             id: head.id,
             phase: head.phase,
@@ -358,7 +371,7 @@ impl Transaction {
             severity: head.severity,
             target,
             targets: names,
-            fragment: truncate(&fragment, 120),
+            fragment,
             detect_only,
             log: head.log,
         });
@@ -392,6 +405,7 @@ impl Transaction {
             param: &param,
             state: &mut self.state,
             cache: &mut self.cache,
+            prefilters: &self.set.prefilters,
             hits: Vec::new(),
             first: None,
             count: 0,
@@ -512,6 +526,7 @@ struct Visit<'a> {
     param: &'a [u8],
     state: &'a mut State,
     cache: &'a mut Cache,
+    prefilters: &'a [Option<Prefilter>],
     hits: Vec<(String, Vec<u8>)>,
     first: Option<(String, Vec<u8>)>,
     count: usize,
@@ -638,18 +653,37 @@ impl Visit<'_> {
             }
             return;
         }
-        if rule.transforms.is_empty() {
-            self.test(collection, key, value);
-            return;
-        }
-        if cacheable {
+        let prefilter = rule.prefilter.and_then(|slot| {
+            let p = self.prefilters.get(rule.transforms_key)?.as_ref()?;
+            Some((p, slot))
+        });
+        if cacheable && (prefilter.is_some() || !rule.transforms.is_empty()) {
             let cache_key = (rule.transforms_key, value.as_ptr() as usize, value.len());
-            let transformed = self
-                .cache
-                .entry(cache_key)
-                .or_insert_with(|| Arc::from(transform(&rule.transforms, value)))
-                .clone();
-            self.test(collection, key, &transformed);
+            let entry = self.cache.entry(cache_key).or_insert_with(|| Transformed {
+                value: (!rule.transforms.is_empty())
+                    .then(|| Arc::from(transform(&rule.transforms, value))),
+                candidates: None,
+            });
+            if let Some((p, _)) = prefilter {
+                if entry.candidates.is_none() {
+                    let scanned = entry.value.as_deref().unwrap_or(value);
+                    entry.candidates = Some(Arc::from(p.scan(scanned)));
+                }
+            }
+            // None of the rule's literals is in the value: its regex cannot
+            // match (decided before anything is copied: the common case).
+            if let (Some((_, slot)), Some(bits)) = (prefilter, entry.candidates.as_deref()) {
+                if bits
+                    .get(slot / 64)
+                    .is_none_or(|w| w & (1 << (slot % 64)) == 0)
+                {
+                    return;
+                }
+            }
+            let transformed = entry.value.clone();
+            self.test(collection, key, transformed.as_deref().unwrap_or(value));
+        } else if rule.transforms.is_empty() {
+            self.test(collection, key, value);
         } else {
             let transformed = transform(&rule.transforms, value);
             self.test(collection, key, &transformed);

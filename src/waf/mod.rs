@@ -340,6 +340,7 @@ pub fn own_rule_base(id: u32, file: &str) -> rule::Rule {
         skip_after: None,
         skip: 0,
         chain: None,
+        prefilter: None,
     }
 }
 

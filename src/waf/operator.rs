@@ -63,6 +63,41 @@ pub fn regex(pattern: &str) -> Result<Regex, String> {
     })
 }
 
+/// Literals one of which begins every match of `pattern` (lower-cased), or
+/// `None` when some match may begin otherwise. The engine scans a value for
+/// all rules' literals at once and skips the regexes whose literals are absent.
+pub fn required_prefixes(pattern: &str) -> Option<Vec<Vec<u8>>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let parse = |unicode: bool| {
+        regex_syntax::ParserBuilder::new()
+            .unicode(unicode)
+            .utf8(false)
+            .dot_matches_new_line(true)
+            .build()
+            .parse(pattern)
+            .ok()
+    };
+    let hir = parse(false).or_else(|| parse(true))?;
+    let mut extractor = Extractor::new();
+    extractor
+        .kind(ExtractKind::Prefix)
+        .limit_class(4)
+        .limit_literal_len(8)
+        .limit_total(512);
+    let seq = extractor.extract(&hir);
+    let literals = seq.literals()?;
+    if literals.is_empty() || literals.iter().any(|l| l.as_bytes().is_empty()) {
+        return None;
+    }
+    let mut out: Vec<Vec<u8>> = literals
+        .iter()
+        .map(|l| l.as_bytes().to_ascii_lowercase())
+        .collect();
+    out.sort();
+    out.dedup();
+    Some(out)
+}
+
 /// Phrase matching, case-insensitive, leftmost-first.
 pub fn phrases<I: IntoIterator<Item = String>>(words: I) -> Result<AhoCorasick, String> {
     let words: Vec<String> = words.into_iter().filter(|w| !w.is_empty()).collect();
@@ -418,6 +453,23 @@ mod tests {
         ] {
             assert!(!run(&xss, benign, ""), "{benign}");
         }
+    }
+
+    #[test]
+    fn required_prefixes_cover_every_match() {
+        let p = required_prefixes("(?i)union\\s+select").unwrap();
+        assert_eq!(p, vec![b"union".to_vec()]);
+        let p = required_prefixes("(?:foo|bar)baz").unwrap();
+        assert!(p.contains(&b"foobaz".to_vec()) && p.contains(&b"barbaz".to_vec()));
+        assert!(
+            required_prefixes("\\s*x").is_some_and(|p| p.iter().all(|l| !l.is_empty()))
+                || required_prefixes("\\s*x").is_none()
+        );
+        assert!(
+            required_prefixes("[^a]").is_none(),
+            "a match may start with almost any byte"
+        );
+        assert!(required_prefixes("a?").is_none(), "a match may be empty");
     }
 
     #[test]

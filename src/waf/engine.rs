@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::compile::{Item, Prefilter, RuleSet};
-use super::operator::atoi;
+use super::operator::{atoi, Hit};
 use super::request::RequestData;
 use super::rule::*;
 use super::transform::{apply_all, Transform};
@@ -308,32 +308,28 @@ impl Transaction {
             }
             // As in ModSecurity, a link's variables are set as soon as it
             // matches: the next link may read them (CRS 931130, 920420).
-            // A setvar naming the matched variable runs once per match
-            // (CRS 920450 records every restricted header, not the last).
-            let per_match = rule.setvars.iter().any(SetVar::uses_matched_var);
-            let rounds = if per_match {
-                self.state.matched_vars.clone()
+            // A setvar naming the matched variable, or a capture, runs once
+            // per match (CRS 920450 records every restricted header, 922150
+            // every part's content type), with that match's captures.
+            let per_match = rule
+                .setvars
+                .iter()
+                .any(|s| s.uses_matched_var() || (rule.capture && s.uses_capture()));
+            if per_match && self.state.matched_vars.len() > 1 {
+                let last = self.state.matched_var.clone();
+                for hit in self.state.matched_vars.clone() {
+                    if rule.capture {
+                        if let Some(found) = rule.operator.matches(&hit.1, b"", true) {
+                            self.set_captures(found);
+                        }
+                    }
+                    self.state.matched_var = hit;
+                    self.setvars(rule, head, detect_only);
+                }
+                self.state.matched_var = last;
             } else {
-                Vec::new()
-            };
-            let last = self.state.matched_var.clone();
-            for hit in rounds.into_iter().map(Some).chain(std::iter::once(None)) {
-                if per_match {
-                    match hit {
-                        Some(h) => self.state.matched_var = h,
-                        None => break,
-                    }
-                }
-                for setvar in &rule.setvars {
-                    if !(detect_only && setvar.is_score()) {
-                        self.setvar(setvar, head);
-                    }
-                }
-                if !per_match {
-                    break;
-                }
+                self.setvars(rule, head, detect_only);
             }
-            self.state.matched_var = last;
             for (name, _) in &self.state.matched_vars {
                 if !names.contains(name) {
                     names.push(name.clone());
@@ -422,6 +418,21 @@ impl Transaction {
         }
         self.state.matched_vars = hits;
         first
+    }
+
+    fn setvars(&mut self, rule: &Rule, head: &Rule, detect_only: bool) {
+        for setvar in &rule.setvars {
+            if !(detect_only && setvar.is_score()) {
+                self.setvar(setvar, head);
+            }
+        }
+    }
+
+    fn set_captures(&mut self, hit: Hit) {
+        self.state.tx.insert("0".into(), hit.fragment);
+        for (i, group) in hit.groups.into_iter().enumerate() {
+            self.state.tx.insert((i + 1).to_string(), group);
+        }
     }
 
     fn setvar(&mut self, setvar: &SetVar, rule: &Rule) {

@@ -269,6 +269,20 @@ pub struct SetVar {
 }
 
 impl SetVar {
+    /// Whether the name or value reads a capture (`%{TX.1}`).
+    pub fn uses_capture(&self) -> bool {
+        let refers = |m: &Macro| {
+            m.parts.iter().any(|p| {
+                matches!(p, MacroPart::Var(c, Some(k)) if c == "TX" && k.len() == 1 && k.bytes().all(|b| b.is_ascii_digit()))
+            })
+        };
+        refers(&self.name)
+            || match &self.op {
+                SetOp::Set(v) | SetOp::Add(v) | SetOp::Sub(v) => refers(v),
+                SetOp::Delete => false,
+            }
+    }
+
     /// Whether the name or value refers to the matched variable.
     pub fn uses_matched_var(&self) -> bool {
         let refers = |m: &Macro| {

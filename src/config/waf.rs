@@ -215,16 +215,12 @@ fn target_exclusion(c: &mut Checker<'_>, t: &Spanned<String>) -> Option<TargetEx
         );
         return None;
     };
-    let selector = match &var.selector {
-        None => None,
-        Some(seclang::RawSelector::Name(n)) => Some(rule::Selector::Name(n.to_ascii_lowercase())),
-        Some(seclang::RawSelector::Regex(p)) => match waf::operator::regex(&format!("(?i){p}")) {
-            Ok(re) => Some(rule::Selector::Regex(re)),
-            Err(e) => {
-                c.error(t, format!("selector /{p}/: {e}"), None);
-                return None;
-            }
-        },
+    let selector = match rule::Selector::compile(var.selector.as_ref()) {
+        Ok(s) => s,
+        Err(e) => {
+            c.error(t, e, None);
+            return None;
+        }
     };
     Some(TargetExclusion {
         collection,
@@ -314,20 +310,12 @@ fn own_rule(c: &mut Checker<'_>, r: &raw::WafRuleBlock, paranoia: u8) -> Option<
                         ok = false;
                         continue;
                     };
-                    let selector = match &var.selector {
-                        None => None,
-                        Some(seclang::RawSelector::Name(n)) => {
-                            Some(rule::Selector::Name(n.to_ascii_lowercase()))
-                        }
-                        Some(seclang::RawSelector::Regex(p)) => {
-                            match waf::operator::regex(&format!("(?i){p}")) {
-                                Ok(re) => Some(rule::Selector::Regex(re)),
-                                Err(e) => {
-                                    c.error(t, format!("selector /{p}/: {e}"), None);
-                                    ok = false;
-                                    continue;
-                                }
-                            }
+                    let selector = match rule::Selector::compile(var.selector.as_ref()) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            c.error(t, e, None);
+                            ok = false;
+                            continue;
                         }
                     };
                     if var.exclude {

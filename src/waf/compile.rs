@@ -81,15 +81,7 @@ pub struct RuleSet {
     pub has_blocking_evaluation: bool,
 }
 
-impl RuleSet {
-    pub fn rule_count(&self) -> usize {
-        self.rules.len()
-    }
-
-    pub fn find(&self, id: u32) -> Option<&Rule> {
-        self.rules.iter().find(|r| r.id == id)
-    }
-}
+impl RuleSet {}
 
 /// Accumulates rules in load order.
 #[derive(Default)]
@@ -350,18 +342,9 @@ impl Loader {
     }
 
     fn selector(&mut self, raw: Option<&RawSelector>, place: &Origin) -> Option<Option<Selector>> {
-        Some(match raw {
-            None => None,
-            Some(RawSelector::Name(n)) => Some(Selector::Name(n.to_ascii_lowercase())),
-            Some(RawSelector::Regex(p)) => match operator::regex(&format!("(?i){p}")) {
-                Ok(re) => Some(Selector::Regex(re)),
-                Err(e) => {
-                    self.errors
-                        .push(Self::problem(place, None, format!("selector /{p}/: {e}")));
-                    return None;
-                }
-            },
-        })
+        Selector::compile(raw)
+            .map_err(|e| self.errors.push(Self::problem(place, None, e)))
+            .ok()
     }
 
     fn rule(&mut self, vars: Option<&str>, op: &str, actions: &str, place: Origin, dir: &Path) {

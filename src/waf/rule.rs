@@ -160,19 +160,6 @@ impl Collection {
             UrlencodedError => "URLENCODED_ERROR",
         }
     }
-
-    /// Collections whose values are the request's own (never change while a
-    /// phase runs), so transformed values can be reused between rules.
-    pub fn is_request_data(self) -> bool {
-        !matches!(
-            self,
-            Collection::Tx
-                | Collection::MatchedVar
-                | Collection::MatchedVarName
-                | Collection::MatchedVars
-                | Collection::MatchedVarsNames
-        )
-    }
 }
 
 /// Picks entries of a collection by key.
@@ -184,6 +171,20 @@ pub enum Selector {
 }
 
 impl Selector {
+    /// Compiles a selector as written (`ARGS:pwd`, `REQUEST_COOKIES:/^sbjs_/`):
+    /// names and regexes both compare case-insensitively.
+    pub fn compile(raw: Option<&super::seclang::RawSelector>) -> Result<Option<Selector>, String> {
+        use super::seclang::RawSelector;
+        Ok(match raw {
+            None => None,
+            Some(RawSelector::Name(n)) => Some(Selector::Name(n.to_ascii_lowercase())),
+            Some(RawSelector::Regex(p)) => Some(Selector::Regex(
+                super::operator::regex(&format!("(?i){p}"))
+                    .map_err(|e| format!("selector /{p}/: {e}"))?,
+            )),
+        })
+    }
+
     pub fn matches(&self, key: &str) -> bool {
         match self {
             Selector::Name(name) => key.eq_ignore_ascii_case(name),

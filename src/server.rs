@@ -172,6 +172,9 @@ pub fn run(store: PolicyStore, extras: Extras) -> Result<(), StartError> {
         )));
     }
     crate::metrics::init();
+    if let Some(waf) = &snapshot.waf {
+        log_waf(waf);
+    }
     let pool = Arc::new(UpstreamPool::new());
     let certs = match snapshot.tls.as_ref().and_then(|t| t.certs.clone()) {
         Some(table) => {
@@ -327,4 +330,18 @@ fn server_conf(snapshot: &Snapshot) -> ServerConf {
 
 fn whole_seconds(d: std::time::Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// What the WAF loaded, and every construct it cannot run (file, line, rule id).
+fn log_waf(waf: &crate::waf::Waf) {
+    tracing::info!(
+        rules = waf.rules.rules.len(),
+        files = waf.files.len(),
+        paranoia_level = waf.settings.paranoia,
+        mode = ?waf.settings.mode,
+        "WAF loaded"
+    );
+    for note in &waf.notes {
+        tracing::warn!("WAF: {note}");
+    }
 }

@@ -292,7 +292,7 @@ async fn a_broken_rules_file_is_reported_and_a_reload_keeps_the_running_rules() 
     let rules = crs.join("rules/REQUEST-901-TEST.conf");
     std::fs::write(
         &rules,
-        "SecRule ARGS \"@rx evil\" \"id:900001,phase:2,deny,status:403,msg:'evil'\"\n",
+        "SecRule ARGS \"@rx evil\" \"id:900001,phase:2,deny,status:403,msg:'evil'\"\nSecAction \"id:900003,phase:1,pass,initcol:ip=%{remote_addr}\"\n",
     )
     .unwrap();
     let waf = format!(
@@ -314,6 +314,15 @@ async fn a_broken_rules_file_is_reported_and_a_reload_keeps_the_running_rules() 
             .unwrap()
             .status(),
         403
+    );
+    // What cannot run is reported at start-up with file, line and rule id.
+    let log = proxy.log();
+    assert!(log.contains("WAF loaded"), "{log}");
+    assert!(
+        log.contains("REQUEST-901-TEST.conf:2")
+            && log.contains("rule 900003")
+            && log.contains("initcol"),
+        "{log}"
     );
 
     // A rule that does not parse: `check` names the file, the line and the rule.

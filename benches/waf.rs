@@ -3,6 +3,9 @@
 //! `cargo bench --bench waf` (CRS from `REMPART_CRS_DIR`, else `../shared/crs`).
 //! Each iteration is one whole request: phase 1 on the head, body parsing,
 //! phase 2 and the anomaly evaluation, exactly as the proxy runs it.
+//! Every iteration is a new visitor: the session cookie, the checkout nonce
+//! and the payment id change, so per-value memos only help where real
+//! traffic repeats itself (User-Agent, Accept, Referer...).
 
 use std::path::PathBuf;
 
@@ -94,16 +97,20 @@ const CASES: &[Case] = &[
     },
 ];
 
-fn head(case: &Case) -> Head {
+/// `visitor` makes the session cookie unique.
+fn head(case: &Case, visitor: u64) -> Head {
     let mut headers: Vec<(String, Vec<u8>)> = BROWSER
         .iter()
-        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+        .map(|(k, v)| {
+            let v = v.replace("t_8f1e2d", &format!("t_{visitor:06x}"));
+            (k.to_string(), v.into_bytes())
+        })
         .collect();
     if let Some(ct) = case.content_type {
         headers.push(("Content-Type".into(), ct.as_bytes().to_vec()));
         headers.push((
             "Content-Length".into(),
-            case.body.len().to_string().into_bytes(),
+            body(case, visitor).len().to_string().into_bytes(),
         ));
     }
     Head {
@@ -118,11 +125,21 @@ fn head(case: &Case) -> Head {
     }
 }
 
+/// The body with this visitor's nonce and payment id.
+fn body(case: &Case, visitor: u64) -> Vec<u8> {
+    case.body
+        .replace("4f9c2d1e8a", &format!("{visitor:010x}"))
+        .replace("pm_1PQxyz", &format!("pm_{visitor:x}"))
+        .into_bytes()
+}
+
 /// One request through both phases; returns the score so nothing is optimised away.
-fn inspect(waf: &Waf, case: &Case) -> i64 {
-    let mut tx = waf.transaction(head(case));
+fn inspect(waf: &Waf, case: &Case, visitor: u64) -> i64 {
+    let mut tx = waf.transaction(head(case, visitor));
     tx.run_phase(1);
-    tx.set_body(case.body.as_bytes().to_vec(), case.body.len());
+    let body = body(case, visitor);
+    let length = body.len();
+    tx.set_body(body, length);
     tx.run_phase(2);
     tx.evaluate_score(waf.settings.paranoia, waf.settings.threshold);
     // At PL1 the full CRS must let shop traffic through even without the
@@ -142,7 +159,11 @@ fn bench(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("waf_pl{paranoia}"));
         for case in CASES {
             group.bench_with_input(BenchmarkId::from_parameter(case.name), case, |b, case| {
-                b.iter(|| inspect(&waf, case))
+                let mut visitor = 0u64;
+                b.iter(|| {
+                    visitor += 1;
+                    inspect(&waf, case, visitor)
+                })
             });
         }
         group.finish();

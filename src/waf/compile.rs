@@ -40,41 +40,121 @@ pub enum Item {
     Marker(Arc<str>),
 }
 
-/// The literals of the regex rules sharing one transformation chain, in one
-/// automaton: one scan of a transformed value tells which of those rules can
-/// possibly match it.
+/// The literals of the prefiltered rules in one automaton: one scan of a
+/// transformed value tells which of those rules can possibly match it.
 #[derive(Debug)]
 pub struct Prefilter {
-    pub automaton: aho_corasick::AhoCorasick,
-    /// For each literal, the rule slots it stands for.
-    pub slots_of: Vec<Vec<usize>>,
+    /// The literals of two bytes or more.
+    pub automaton: Option<aho_corasick::AhoCorasick>,
+    /// For each literal, the bit set (`words()` long) of the slots it stands for.
+    masks: Vec<u64>,
+    /// For each (lower-cased) byte that is a literal on its own, its slots.
+    /// Single bytes (`'`, `(`, `;`...) are in most values: reporting each
+    /// occurrence through the automaton cost more than this table.
+    byte_masks: Vec<u64>,
+    single_bytes: [bool; 256],
     pub slots: usize,
 }
 
 impl Prefilter {
-    /// Bit set of the slots whose literals occur in `value`.
-    pub fn scan(&self, value: &[u8]) -> Vec<u64> {
-        let mut bits = vec![0u64; self.slots.div_ceil(64)];
-        for m in self.automaton.find_overlapping_iter(value) {
-            if let Some(slots) = self.slots_of.get(m.pattern().as_usize()) {
-                for slot in slots {
-                    if let Some(word) = bits.get_mut(slot / 64) {
-                        *word |= 1 << (slot % 64);
-                    }
+    fn build(
+        literals: std::collections::BTreeMap<Vec<u8>, Vec<usize>>,
+        slots: usize,
+    ) -> Result<Self, String> {
+        let words = slots.div_ceil(64);
+        let mut byte_masks = vec![0u64; 256 * words];
+        let mut single_bytes = [false; 256];
+        let mut long = Vec::new();
+        let mut masks = Vec::new();
+        for (literal, of) in literals {
+            let mask = match literal[..] {
+                [byte] => {
+                    single_bytes[usize::from(byte)] = true;
+                    &mut byte_masks[usize::from(byte) * words..][..words]
                 }
+                _ => {
+                    long.push(literal);
+                    masks.resize(masks.len() + words, 0);
+                    let at = masks.len() - words;
+                    &mut masks[at..]
+                }
+            };
+            for slot in of {
+                mask[slot / 64] |= 1 << (slot % 64);
             }
         }
-        bits
+        // A DFA when it fits: the scan runs on every distinct value, and the
+        // automaton is built once per policy load.
+        let build = |kind| {
+            aho_corasick::AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .kind(kind)
+                .build(&long)
+        };
+        let automaton = if long.is_empty() {
+            None
+        } else {
+            let built = build(Some(aho_corasick::AhoCorasickKind::DFA)).or_else(|_| build(None));
+            Some(built.map_err(|e| e.to_string())?)
+        };
+        Ok(Prefilter {
+            automaton,
+            masks,
+            byte_masks,
+            single_bytes,
+            slots,
+        })
+    }
+
+    /// Words of a bit set over the slots.
+    pub fn words(&self) -> usize {
+        self.slots.div_ceil(64)
+    }
+
+    /// Sets in `bits` (`words()` long, zeroed) the slots whose literals occur in `value`.
+    pub fn scan(&self, value: &[u8], bits: &mut [u64]) {
+        let words = bits.len();
+        let or = |bits: &mut [u64], mask: &[u64]| {
+            for (word, m) in bits.iter_mut().zip(mask) {
+                *word |= m;
+            }
+        };
+        let mut seen = [false; 256];
+        for &byte in value {
+            let byte = usize::from(byte.to_ascii_lowercase());
+            if self.single_bytes[byte] && !seen[byte] {
+                seen[byte] = true;
+                or(bits, &self.byte_masks[byte * words..][..words]);
+            }
+        }
+        let Some(automaton) = &self.automaton else {
+            return;
+        };
+        let mut last = usize::MAX;
+        for m in automaton.find_overlapping_iter(value) {
+            let literal = m.pattern().as_usize();
+            if literal == last {
+                continue;
+            }
+            last = literal;
+            if let Some(mask) = self.masks.get(literal * words..(literal + 1) * words) {
+                or(bits, mask);
+            }
+        }
     }
 }
 
 /// Rules ready to run, split by phase (1: request headers, 2: request body).
 #[derive(Debug, Default)]
 pub struct RuleSet {
-    /// Literal prefilters by transformation chain (`Rule::transforms_key`).
-    pub prefilters: Vec<Option<Prefilter>>,
+    /// The literals of every prefiltered rule, scanned once per distinct
+    /// transformed value.
+    pub prefilter: Option<Prefilter>,
     pub rules: Vec<Rule>,
     pub phases: [Vec<Item>; 3],
+    /// For a rule with `skipAfter` at `phases[p][i]`: `skip_to[p][i]` is the
+    /// index just past its marker (resolved once here, not per request).
+    pub skip_to: [Vec<usize>; 3],
     /// Number of distinct transformation chains (keys of transformed-value reuse).
     pub chains: usize,
     /// Whether some rule turns the anomaly score into a decision (CRS 949110).
@@ -714,38 +794,55 @@ impl Loader {
                 }
             }
         }
-        set.prefilters = build_prefilters(&mut self.rules, set.chains);
+        for (items, skip_to) in set.phases.iter().zip(set.skip_to.iter_mut()) {
+            *skip_to = (0..items.len())
+                .map(|i| {
+                    let marker = match &items[i] {
+                        Item::Rule(r) => self.rules.get(*r).and_then(|r| r.skip_after.as_deref()),
+                        Item::Marker(_) => None,
+                    };
+                    let Some(marker) = marker else {
+                        return items.len();
+                    };
+                    items[i + 1..]
+                        .iter()
+                        .position(|item| matches!(item, Item::Marker(m) if **m == *marker))
+                        .map_or(items.len(), |p| i + 1 + p + 1)
+                })
+                .collect();
+        }
+        set.prefilter = build_prefilter(&mut self.rules);
         set.rules = self.rules;
         (Some(set), Vec::new(), self.notes)
     }
 }
 
-/// Gives each plain regex rule (not negated, not multi-match) whose matches
-/// all begin with known literals a slot in its chain's prefilter.
-fn build_prefilters(rules: &mut [Rule], chains: usize) -> Vec<Option<Prefilter>> {
-    // Per chain: literal -> slots, and the number of slots.
-    // Per chain: literal -> slots, and the number of slots.
-    type Literals = std::collections::BTreeMap<Vec<u8>, Vec<usize>>;
-    let mut per_chain: Vec<(Literals, usize)> = (0..chains).map(|_| Default::default()).collect();
+/// Gives each regex or phrase rule (not negated) whose matches all hold one
+/// of known literals a slot in the prefilter (a multi-match rule's slot gates
+/// only its untransformed value).
+/// A phrase rule's literals are its phrases: its bit is its answer. One
+/// automaton serves every transformation chain: a rule's bit is read from
+/// the scan of the value its own chain produced.
+fn build_prefilter(rules: &mut [Rule]) -> Option<Prefilter> {
+    let mut literals: std::collections::BTreeMap<Vec<u8>, Vec<usize>> = Default::default();
+    let mut slots = 0;
     let mut assign = |rule: &mut Rule| {
-        let Operator::Rx(re) = &rule.operator else {
-            return;
-        };
-        if rule.negated || rule.multi_match {
+        if rule.negated {
             return;
         }
-        let Some(literals) = operator::required_prefixes(re.as_str()) else {
+        let found = match &rule.operator {
+            Operator::Rx(re) => operator::required_literals(re.as_str()),
+            Operator::Pm(_, phrases) => Some(phrases.to_vec()),
+            _ => None,
+        };
+        let Some(found) = found else {
             return;
         };
-        let Some((map, count)) = per_chain.get_mut(rule.transforms_key) else {
-            return;
-        };
-        let slot = *count;
-        *count += 1;
-        for literal in literals {
-            map.entry(literal).or_default().push(slot);
+        for literal in found {
+            literals.entry(literal).or_default().push(slots);
         }
-        rule.prefilter = Some(slot);
+        rule.prefilter = Some(slots);
+        slots += 1;
     };
     for rule in rules.iter_mut() {
         let mut link = Some(rule);
@@ -754,24 +851,23 @@ fn build_prefilters(rules: &mut [Rule], chains: usize) -> Vec<Option<Prefilter>>
             link = l.chain.as_deref_mut();
         }
     }
-    per_chain
-        .into_iter()
-        .map(|(map, slots)| {
-            if slots == 0 {
-                return None;
+    if slots == 0 {
+        return None;
+    }
+    match Prefilter::build(literals, slots) {
+        Ok(prefilter) => Some(prefilter),
+        Err(_) => {
+            // Too big to build: every rule runs its operator.
+            for rule in rules.iter_mut() {
+                let mut link = Some(rule);
+                while let Some(l) = link {
+                    l.prefilter = None;
+                    link = l.chain.as_deref_mut();
+                }
             }
-            let (literals, slots_of): (Vec<Vec<u8>>, Vec<Vec<usize>>) = map.into_iter().unzip();
-            aho_corasick::AhoCorasickBuilder::new()
-                .ascii_case_insensitive(true)
-                .build(&literals)
-                .ok()
-                .map(|automaton| Prefilter {
-                    automaton,
-                    slots_of,
-                    slots,
-                })
-        })
-        .collect()
+            None
+        }
+    }
 }
 
 fn add_exclusion(rule: &mut Rule, exclusion: &TargetExclusion) {
@@ -849,12 +945,10 @@ pub fn compile_operator(name: &str, param: &str, dir: &Path) -> Result<Operator,
             operator::regex(param)
                 .map_err(|e| Unsupported(format!("@rx pattern cannot be compiled ({e})")))?,
         ),
-        "pm" => Operator::Pm(
-            operator::phrases(param.split_whitespace().map(str::to_string)).map_err(Invalid)?,
-        ),
-        "pmfromfile" | "pmf" => {
-            Operator::Pm(operator::phrases(file_phrases(param)?).map_err(Invalid)?)
+        "pm" => {
+            operator::phrase_match(param.split_whitespace().map(str::to_string)).map_err(Invalid)?
         }
+        "pmfromfile" | "pmf" => operator::phrase_match(file_phrases(param)?).map_err(Invalid)?,
         "streq" => Operator::Streq(text()),
         "eq" => Operator::Eq(text()),
         "ge" => Operator::Ge(text()),

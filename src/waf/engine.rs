@@ -62,6 +62,9 @@ impl Tuning {
     }
 
     fn exclusions_for(&self, rule: &Rule) -> Vec<TargetExclusion> {
+        if self.targets_by_id.is_empty() && self.targets_by_tag.is_empty() {
+            return Vec::new();
+        }
         let by_id = self
             .targets_by_id
             .iter()
@@ -92,16 +95,95 @@ struct State {
     allowed: bool,
 }
 
-/// Transformed values reused between rules: (chain, value address, length).
-type Cache = HashMap<(usize, usize, usize), Transformed, FastHash>;
+/// Transformed values shared by the rules of one phase. Each distinct string
+/// a value becomes under some chain is kept once, and the prefilter scans it
+/// once: a benign value usually comes out of most chains unchanged, so its
+/// dozens of (chain, rule) checks mostly read one scan's bits.
+#[derive(Default)]
+struct Cache {
+    /// (chain, value address, value length) -> index in `contents`.
+    by_chain: HashMap<(usize, usize, usize), usize, FastHash>,
+    /// (value address, value length) -> the contents made from that value.
+    by_value: HashMap<(usize, usize), Vec<usize>, FastHash>,
+    contents: Vec<Content>,
+    /// The prefilter bits of scanned contents, `words` per content.
+    bits: Vec<u64>,
+}
 
-/// A value after one transformation chain, and which of that chain's
-/// prefiltered rules can match it (computed the first time a rule asks).
-#[derive(Clone)]
-struct Transformed {
-    /// `None`: the chain is empty, the value is the original.
-    value: Option<Arc<[u8]>>,
-    candidates: Option<Arc<[u64]>>,
+struct Content {
+    /// `None`: the value itself (no transformation changed it).
+    bytes: Option<Arc<[u8]>>,
+    /// Offset of this content's bits in `Cache::bits`, once scanned.
+    bits_at: Option<usize>,
+}
+
+impl Cache {
+    fn clear(&mut self) {
+        self.by_chain.clear();
+        self.by_value.clear();
+        self.contents.clear();
+        self.bits.clear();
+    }
+
+    /// The content `value` becomes under `rule`'s chain.
+    fn content(&mut self, rule: &Rule, value: &[u8]) -> usize {
+        self.intern(rule.transforms_key, &rule.transforms, value)
+    }
+
+    /// The content of `value` untransformed.
+    fn raw_content(&mut self, value: &[u8]) -> usize {
+        self.intern(usize::MAX, &[], value)
+    }
+
+    fn intern(&mut self, chain_key: usize, chain: &[Transform], value: &[u8]) -> usize {
+        let origin = (value.as_ptr() as usize, value.len());
+        let key = (chain_key, origin.0, origin.1);
+        if let Some(&id) = self.by_chain.get(&key) {
+            return id;
+        }
+        let out = apply_all(chain, value);
+        let known = self.by_value.entry(origin).or_default();
+        let same = known
+            .iter()
+            .copied()
+            .find(|&id| match (&self.contents[id].bytes, &out) {
+                (None, Cow::Borrowed(_)) => true,
+                (Some(have), Cow::Owned(new)) => **have == **new,
+                _ => false,
+            });
+        let id = same.unwrap_or_else(|| {
+            let id = self.contents.len();
+            self.contents.push(Content {
+                bytes: match out {
+                    Cow::Borrowed(_) => None,
+                    Cow::Owned(v) => Some(Arc::from(v)),
+                },
+                bits_at: None,
+            });
+            known.push(id);
+            id
+        });
+        self.by_chain.insert(key, id);
+        id
+    }
+
+    /// Whether one of the literals of prefilter slot `slot` occurs in content `id`.
+    fn may_match(&mut self, id: usize, slot: usize, prefilter: &Prefilter, value: &[u8]) -> bool {
+        let at = match self.contents[id].bits_at {
+            Some(at) => at,
+            None => {
+                let at = self.bits.len();
+                self.bits.resize(at + prefilter.words(), 0);
+                let scanned = self.contents[id].bytes.as_deref().unwrap_or(value);
+                prefilter.scan(scanned, &mut self.bits[at..]);
+                self.contents[id].bits_at = Some(at);
+                at
+            }
+        };
+        self.bits
+            .get(at + slot / 64)
+            .is_some_and(|w| w & (1 << (slot % 64)) != 0)
+    }
 }
 
 /// A multiply-rotate hasher for the engine's small per-request maps: keys
@@ -163,7 +245,7 @@ impl Transaction {
                 would_block: None,
                 allowed: false,
             },
-            cache: HashMap::default(),
+            cache: Cache::default(),
         }
     }
 
@@ -197,11 +279,11 @@ impl Transaction {
             if !self.evaluate_chain(rule) {
                 continue;
             }
-            if let Some(marker) = &rule.skip_after {
-                let found = items[i..]
-                    .iter()
-                    .position(|item| matches!(item, Item::Marker(m) if **m == **marker));
-                i = found.map_or(items.len(), |p| i + p + 1);
+            if rule.skip_after.is_some() {
+                i = set.skip_to[phase]
+                    .get(i - 1)
+                    .copied()
+                    .unwrap_or(items.len());
             } else if rule.skip > 0 {
                 let mut left = rule.skip;
                 while left > 0 && i < items.len() {
@@ -401,7 +483,7 @@ impl Transaction {
             param: &param,
             state: &mut self.state,
             cache: &mut self.cache,
-            prefilters: &self.set.prefilters,
+            prefilter: self.set.prefilter.as_ref(),
             hits: Vec::new(),
             first: None,
             count: 0,
@@ -537,7 +619,7 @@ struct Visit<'a> {
     param: &'a [u8],
     state: &'a mut State,
     cache: &'a mut Cache,
-    prefilters: &'a [Option<Prefilter>],
+    prefilter: Option<&'a Prefilter>,
     hits: Vec<(String, Vec<u8>)>,
     first: Option<(String, Vec<u8>)>,
     count: usize,
@@ -648,15 +730,29 @@ impl Visit<'_> {
     /// Transforms a value, runs the operator and records a hit.
     fn check(&mut self, collection: Collection, key: &str, value: &[u8], cacheable: bool) {
         let rule = self.rule;
+        let prefilter = rule.prefilter.zip(self.prefilter);
         if rule.multi_match && !rule.transforms.is_empty() {
-            let mut current = value.to_vec();
-            if self.test(collection, key, &current) {
+            // The value as it is, gated by the prefilter scan of the value
+            // itself (shared with every rule that sees it untransformed)...
+            let raw_may_match = match prefilter {
+                Some((slot, p)) if cacheable => {
+                    let id = self.cache.raw_content(value);
+                    self.cache.may_match(id, slot, p, value)
+                }
+                _ => true,
+            };
+            if raw_may_match && self.test(collection, key, value) {
                 return;
             }
+            // ...then every intermediate a transformation changes.
+            let mut current = Cow::Borrowed(value);
             for t in &rule.transforms {
+                if t.unchanged(&current) {
+                    continue;
+                }
                 let next = t.apply(&current);
-                if next != current {
-                    current = next;
+                if next[..] != current[..] {
+                    current = Cow::Owned(next);
                     if self.test(collection, key, &current) {
                         return;
                     }
@@ -664,39 +760,21 @@ impl Visit<'_> {
             }
             return;
         }
-        let prefilter = rule.prefilter.and_then(|slot| {
-            let p = self.prefilters.get(rule.transforms_key)?.as_ref()?;
-            Some((p, slot))
-        });
         if cacheable && (prefilter.is_some() || !rule.transforms.is_empty()) {
-            let cache_key = (rule.transforms_key, value.as_ptr() as usize, value.len());
-            let entry = self.cache.entry(cache_key).or_insert_with(|| Transformed {
-                value: (!rule.transforms.is_empty())
-                    .then(|| Arc::from(transform(&rule.transforms, value))),
-                candidates: None,
-            });
-            if let Some((p, _)) = prefilter {
-                if entry.candidates.is_none() {
-                    let scanned = entry.value.as_deref().unwrap_or(value);
-                    entry.candidates = Some(Arc::from(p.scan(scanned)));
-                }
-            }
-            // None of the rule's literals is in the value: its regex cannot
+            let id = self.cache.content(rule, value);
+            // None of the rule's literals is in the value: its operator cannot
             // match (decided before anything is copied: the common case).
-            if let (Some((_, slot)), Some(bits)) = (prefilter, entry.candidates.as_deref()) {
-                if bits
-                    .get(slot / 64)
-                    .is_none_or(|w| w & (1 << (slot % 64)) == 0)
-                {
+            if let Some((slot, p)) = prefilter {
+                if !self.cache.may_match(id, slot, p, value) {
                     return;
                 }
             }
-            let transformed = entry.value.clone();
+            let transformed = self.cache.contents[id].bytes.clone();
             self.test(collection, key, transformed.as_deref().unwrap_or(value));
         } else if rule.transforms.is_empty() {
             self.test(collection, key, value);
         } else {
-            let transformed = transform(&rule.transforms, value);
+            let transformed = apply_all(&rule.transforms, value);
             self.test(collection, key, &transformed);
         }
     }
@@ -728,10 +806,6 @@ impl Visit<'_> {
         self.hits.push((name, value.to_vec()));
         true
     }
-}
-
-fn transform(chain: &[Transform], value: &[u8]) -> Vec<u8> {
-    apply_all(chain, value).into_owned()
 }
 
 /// Collections whose values live in the request data for the whole phase.

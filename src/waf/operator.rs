@@ -1,5 +1,7 @@
 //! Rule operators (`@rx`, `@pm`, `@detectSQLi`...): does a value match?
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -15,7 +17,8 @@ use super::rule::Macro;
 #[derive(Debug, Clone)]
 pub enum Operator {
     Rx(Regex),
-    Pm(AhoCorasick),
+    /// The automaton and its phrases (lower-cased: they feed the prefilter).
+    Pm(AhoCorasick, std::sync::Arc<[Vec<u8>]>),
     Streq(Macro),
     Eq(Macro),
     Ge(Macro),
@@ -63,11 +66,14 @@ pub fn regex(pattern: &str) -> Result<Regex, String> {
     })
 }
 
-/// Literals one of which begins every match of `pattern` (lower-cased), or
-/// `None` when some match may begin otherwise. The engine scans a value for
-/// all rules' literals at once and skips the regexes whose literals are absent.
-pub fn required_prefixes(pattern: &str) -> Option<Vec<Vec<u8>>> {
-    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+/// Literals (lower-cased) one of which occurs in every match of `pattern`,
+/// or `None` when no such set is known. The engine scans a value once for
+/// all rules' literals and runs only the regexes whose literals occur.
+///
+/// Written here because regex-syntax only extracts prefixes and suffixes:
+/// many CRS patterns begin with a class or a repetition but hold a keyword
+/// further in (`[\s\x0b]*\(` ... `child_process`), which this finds.
+pub fn required_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
     let parse = |unicode: bool| {
         regex_syntax::ParserBuilder::new()
             .unicode(unicode)
@@ -78,37 +84,280 @@ pub fn required_prefixes(pattern: &str) -> Option<Vec<Vec<u8>>> {
             .ok()
     };
     let hir = parse(false).or_else(|| parse(true))?;
-    let mut extractor = Extractor::new();
-    extractor
-        .kind(ExtractKind::Prefix)
-        .limit_class(4)
-        .limit_literal_len(8)
-        .limit_total(512);
-    let seq = extractor.extract(&hir);
-    let literals = seq.literals()?;
-    if literals.is_empty() || literals.iter().any(|l| l.as_bytes().is_empty()) {
-        return None;
-    }
-    let mut out: Vec<Vec<u8>> = literals
-        .iter()
-        .map(|l| l.as_bytes().to_ascii_lowercase())
-        .collect();
+    let mut out = literal_info(&hir).required()?;
     out.sort();
     out.dedup();
     Some(out)
 }
 
-/// Phrase matching, case-insensitive, leftmost-first.
-pub fn phrases<I: IntoIterator<Item = String>>(words: I) -> Result<AhoCorasick, String> {
+/// Most strings a literal set may hold before it is given up.
+const LITERAL_SET_LIMIT: usize = 256;
+/// Most bytes a class may match to be expanded into single-byte literals.
+const CLASS_LIMIT: usize = 6;
+
+/// What is known of the strings a regex part matches.
+struct LiteralInfo {
+    /// Every string it can match (a superset: look-arounds count as empty),
+    /// when that set is small.
+    exact: Option<Vec<Vec<u8>>>,
+    /// A set one of which occurs in every match (no empty string).
+    factor: Option<Vec<Vec<u8>>>,
+}
+
+impl LiteralInfo {
+    fn unknown() -> Self {
+        LiteralInfo {
+            exact: None,
+            factor: None,
+        }
+    }
+
+    fn exact(set: Vec<Vec<u8>>) -> Self {
+        let factor = usable(&set).then(|| set.clone());
+        LiteralInfo {
+            exact: Some(set),
+            factor,
+        }
+    }
+
+    /// The best set one of which every match holds.
+    fn required(self) -> Option<Vec<Vec<u8>>> {
+        let from_exact = self.exact.filter(|s| usable(s));
+        better(from_exact, self.factor)
+    }
+}
+
+fn usable(set: &[Vec<u8>]) -> bool {
+    !set.is_empty() && set.len() <= LITERAL_SET_LIMIT && set.iter().all(|s| !s.is_empty())
+}
+
+/// Of two literal sets, the one that rules out more values: longer
+/// shortest literal first (capped, past a few bytes it matters little),
+/// then fewer literals.
+fn better(a: Option<Vec<Vec<u8>>>, b: Option<Vec<Vec<u8>>>) -> Option<Vec<Vec<u8>>> {
+    let score = |s: &Vec<Vec<u8>>| {
+        let shortest = s.iter().map(Vec::len).min().unwrap_or(0).min(4);
+        (shortest, std::cmp::Reverse(s.len()))
+    };
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if score(&b) > score(&a) { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
+fn cross(left: &[Vec<u8>], right: &[Vec<u8>]) -> Option<Vec<Vec<u8>>> {
+    if left.len() * right.len() > LITERAL_SET_LIMIT {
+        return None;
+    }
+    let mut out = Vec::with_capacity(left.len() * right.len());
+    for l in left {
+        for r in right {
+            let mut s = l.clone();
+            s.extend_from_slice(r);
+            out.push(s);
+        }
+    }
+    out.sort();
+    out.dedup();
+    Some(out)
+}
+
+fn literal_info(hir: &regex_syntax::hir::Hir) -> LiteralInfo {
+    use regex_syntax::hir::{Class, HirKind};
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => LiteralInfo::exact(vec![Vec::new()]),
+        HirKind::Literal(lit) => LiteralInfo::exact(vec![lit.0.to_ascii_lowercase()]),
+        HirKind::Class(class) => {
+            let mut set: Vec<Vec<u8>> = Vec::new();
+            match class {
+                Class::Bytes(bytes) => {
+                    for range in bytes.ranges() {
+                        if set.len() + usize::from(range.end() - range.start()) >= CLASS_LIMIT * 2 {
+                            return LiteralInfo::unknown();
+                        }
+                        for b in range.start()..=range.end() {
+                            set.push(vec![b.to_ascii_lowercase()]);
+                        }
+                    }
+                }
+                Class::Unicode(chars) => {
+                    for range in chars.ranges() {
+                        let width = range.end() as u32 - range.start() as u32;
+                        if set.len() + width as usize >= CLASS_LIMIT * 2 {
+                            return LiteralInfo::unknown();
+                        }
+                        for c in range.start()..=range.end() {
+                            let mut buf = [0u8; 4];
+                            set.push(c.encode_utf8(&mut buf).as_bytes().to_ascii_lowercase());
+                        }
+                    }
+                }
+            }
+            set.sort();
+            set.dedup();
+            if set.len() > CLASS_LIMIT {
+                return LiteralInfo::unknown();
+            }
+            LiteralInfo::exact(set)
+        }
+        HirKind::Capture(capture) => literal_info(&capture.sub),
+        HirKind::Repetition(rep) => {
+            let sub = literal_info(&rep.sub);
+            if rep.min == 0 {
+                let exact = match (rep.max, sub.exact) {
+                    (Some(1), Some(mut set)) => {
+                        set.push(Vec::new());
+                        set.sort();
+                        set.dedup();
+                        Some(set)
+                    }
+                    _ => None,
+                };
+                return LiteralInfo {
+                    exact,
+                    factor: None,
+                };
+            }
+            let exact = match (rep.max, &sub.exact) {
+                (Some(max), Some(set)) if max == rep.min && max <= 3 => {
+                    let mut acc = vec![Vec::new()];
+                    for _ in 0..max {
+                        match cross(&acc, set) {
+                            Some(next) => acc = next,
+                            None => return LiteralInfo::unknown().with_factor(sub.required()),
+                        }
+                    }
+                    Some(acc)
+                }
+                _ => None,
+            };
+            // `x{2,}` holds `xx`: a longer literal than `x` alone.
+            let repeated = match &sub.exact {
+                Some(set) if rep.min <= 4 => {
+                    let mut acc = Some(vec![Vec::new()]);
+                    for _ in 0..rep.min {
+                        acc = acc.and_then(|a| cross(&a, set));
+                    }
+                    acc.filter(|s| usable(s))
+                }
+                _ => None,
+            };
+            let factor = better(repeated, sub.required());
+            match exact {
+                Some(set) => {
+                    let mut info = LiteralInfo::exact(set);
+                    info.factor = better(info.factor, factor);
+                    info
+                }
+                None => LiteralInfo {
+                    exact: None,
+                    factor,
+                },
+            }
+        }
+        HirKind::Concat(parts) => {
+            let mut running: Option<Vec<Vec<u8>>> = Some(vec![Vec::new()]);
+            let mut all_exact = true;
+            let mut best: Option<Vec<Vec<u8>>> = None;
+            for part in parts {
+                let info = literal_info(part);
+                match (info.exact, running.take()) {
+                    (Some(exact), Some(run)) => match cross(&run, &exact) {
+                        Some(next) => running = Some(next),
+                        None => {
+                            // Too many combinations: keep what was built, start over.
+                            all_exact = false;
+                            best = better(best, Some(run).filter(|s| usable(s)));
+                            best = better(best, info.factor);
+                            running = Some(exact);
+                        }
+                    },
+                    (exact, run) => {
+                        all_exact = false;
+                        best = better(best, run.filter(|s| usable(s)));
+                        best = better(best, info.factor);
+                        running = exact.or_else(|| Some(vec![Vec::new()]));
+                    }
+                }
+            }
+            if !all_exact {
+                best = better(best, running.take().filter(|s| usable(s)));
+            }
+            let exact = running.filter(|_| all_exact);
+            match exact {
+                Some(set) => {
+                    let mut info = LiteralInfo::exact(set);
+                    info.factor = better(info.factor, best);
+                    info
+                }
+                None => LiteralInfo {
+                    exact: None,
+                    factor: best,
+                },
+            }
+        }
+        HirKind::Alternation(branches) => {
+            let infos: Vec<LiteralInfo> = branches.iter().map(literal_info).collect();
+            let exact = infos
+                .iter()
+                .try_fold(Vec::new(), |mut acc: Vec<Vec<u8>>, i| {
+                    acc.extend(i.exact.as_ref()?.iter().cloned());
+                    (acc.len() <= LITERAL_SET_LIMIT).then_some(acc)
+                })
+                .map(|mut set| {
+                    set.sort();
+                    set.dedup();
+                    set
+                });
+            let factor = infos
+                .into_iter()
+                .try_fold(Vec::new(), |mut acc: Vec<Vec<u8>>, i| {
+                    acc.extend(i.required()?);
+                    (acc.len() <= LITERAL_SET_LIMIT).then_some(acc)
+                })
+                .map(|mut set| {
+                    set.sort();
+                    set.dedup();
+                    set
+                });
+            match exact {
+                Some(set) => {
+                    let mut info = LiteralInfo::exact(set);
+                    info.factor = better(info.factor, factor);
+                    info
+                }
+                None => LiteralInfo {
+                    exact: None,
+                    factor,
+                },
+            }
+        }
+    }
+}
+
+impl LiteralInfo {
+    fn with_factor(mut self, factor: Option<Vec<Vec<u8>>>) -> Self {
+        self.factor = factor;
+        self
+    }
+}
+
+/// `@pm`: phrase matching, case-insensitive, leftmost-first.
+pub fn phrase_match<I: IntoIterator<Item = String>>(words: I) -> Result<Operator, String> {
     let words: Vec<String> = words.into_iter().filter(|w| !w.is_empty()).collect();
     if words.is_empty() {
         return Err("empty phrase list".into());
     }
-    AhoCorasickBuilder::new()
+    let automaton = AhoCorasickBuilder::new()
         .ascii_case_insensitive(true)
         .match_kind(MatchKind::LeftmostFirst)
-        .build(words)
-        .map_err(|e| e.to_string())
+        .build(&words)
+        .map_err(|e| e.to_string())?;
+    let lowered = words
+        .iter()
+        .map(|w| w.as_bytes().to_ascii_lowercase())
+        .collect();
+    Ok(Operator::Pm(automaton, lowered))
 }
 
 /// Reads a `.data` file: one phrase per line, `#` comments and blanks skipped.
@@ -205,7 +454,7 @@ impl Operator {
                         .collect(),
                 })
             }
-            Operator::Pm(ac) => ac.find(value).and_then(|m| hit(&value[m.start()..m.end()])),
+            Operator::Pm(ac, _) => ac.find(value).and_then(|m| hit(&value[m.start()..m.end()])),
             Operator::Streq(_) => (value == param).then(|| hit(value)).flatten(),
             Operator::Eq(_) => (atoi(value) == atoi(param)).then(|| hit(value)).flatten(),
             Operator::Ge(_) => (atoi(value) >= atoi(param)).then(|| hit(value)).flatten(),
@@ -298,7 +547,55 @@ fn bad_url_encoding(value: &[u8]) -> bool {
 
 /// libinjection's SQL detector; a panic inside it counts as a detection
 /// (fail closed), never as a crash of the request.
+/// libinjection's recent answers, per thread. Shop traffic sends the same
+/// headers and cookies on request after request (User-Agent, Referer,
+/// session cookies), and the SQLi detector is the costliest operator the CRS
+/// runs on them. The answer depends on the bytes alone, so it is reused
+/// as is; the memo is bounded and starts over when full.
+struct Memo<T> {
+    answers: HashMap<Box<[u8]>, T>,
+}
+
+impl<T: Clone> Memo<T> {
+    const ENTRIES: usize = 4096;
+    const LONGEST: usize = 1024;
+
+    fn new() -> Self {
+        Memo {
+            answers: HashMap::new(),
+        }
+    }
+
+    fn get_or(&mut self, value: &[u8], compute: impl FnOnce(&[u8]) -> T) -> T {
+        if value.len() > Self::LONGEST {
+            return compute(value);
+        }
+        if let Some(known) = self.answers.get(value) {
+            return known.clone();
+        }
+        let answer = compute(value);
+        if self.answers.len() >= Self::ENTRIES {
+            self.answers.clear();
+        }
+        self.answers.insert(value.into(), answer.clone());
+        answer
+    }
+}
+
+thread_local! {
+    static SQLI_MEMO: RefCell<Memo<Option<Vec<u8>>>> = RefCell::new(Memo::new());
+    static XSS_MEMO: RefCell<Memo<bool>> = RefCell::new(Memo::new());
+}
+
 fn detect_sqli(value: &[u8]) -> Option<Vec<u8>> {
+    SQLI_MEMO.with(|memo| memo.borrow_mut().get_or(value, run_sqli))
+}
+
+fn detect_xss(value: &[u8]) -> bool {
+    XSS_MEMO.with(|memo| memo.borrow_mut().get_or(value, run_xss))
+}
+
+fn run_sqli(value: &[u8]) -> Option<Vec<u8>> {
     match catch_unwind(AssertUnwindSafe(|| libinjectionrs::detect_sqli(value))) {
         Ok(result) if result.is_injection() => Some(
             result
@@ -311,7 +608,7 @@ fn detect_sqli(value: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-fn detect_xss(value: &[u8]) -> bool {
+fn run_xss(value: &[u8]) -> bool {
     catch_unwind(AssertUnwindSafe(|| {
         libinjectionrs::detect_xss(value).is_injection()
     }))
@@ -385,7 +682,7 @@ mod tests {
             regex("(?<=a)b").is_err(),
             "look-behind is reported, not ignored"
         );
-        let pm = Operator::Pm(phrases(["nikto".to_string(), "sqlmap".to_string()]).unwrap());
+        let pm = phrase_match(["nikto".to_string(), "sqlmap".to_string()]).unwrap();
         let hit = pm.matches(b"Mozilla SQLMap/1.0", b"", false).unwrap();
         assert_eq!(hit.fragment, b"SQLMap");
         assert!(!run(&pm, "Mozilla/5.0", ""));
@@ -456,20 +753,51 @@ mod tests {
     }
 
     #[test]
-    fn required_prefixes_cover_every_match() {
-        let p = required_prefixes("(?i)union\\s+select").unwrap();
-        assert_eq!(p, vec![b"union".to_vec()]);
-        let p = required_prefixes("(?:foo|bar)baz").unwrap();
-        assert!(p.contains(&b"foobaz".to_vec()) && p.contains(&b"barbaz".to_vec()));
-        assert!(
-            required_prefixes("\\s*x").is_some_and(|p| p.iter().all(|l| !l.is_empty()))
-                || required_prefixes("\\s*x").is_none()
+    fn required_literals_occur_in_every_match() {
+        let lits = |p: &str| {
+            required_literals(p).map(|l| {
+                l.into_iter()
+                    .map(|s| String::from_utf8(s).unwrap())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(lits("(?i)union\\s+select"), Some(vec!["union".into()]));
+        let both = lits("(?:foo|bar)baz").unwrap();
+        assert_eq!(both, vec!["barbaz".to_string(), "foobaz".into()]);
+        // A keyword after a leading class or repetition is still found.
+        assert_eq!(
+            lits("[\\s\\x0b]*\\([^a-z]child_process"),
+            Some(vec!["child_process".into()])
         );
-        assert!(
-            required_prefixes("[^a]").is_none(),
-            "a match may start with almost any byte"
+        assert_eq!(
+            lits("(?i)\\b(?:ev|ex)al[\\s\\x0b]*\\("),
+            Some(vec!["eval".into(), "exal".into()])
         );
-        assert!(required_prefixes("a?").is_none(), "a match may be empty");
+        assert_eq!(
+            lits("re(?:ad|quire)\\b"),
+            Some(vec!["read".into(), "require".into()])
+        );
+        assert_eq!(lits("[^a]"), None, "a match may be almost any byte");
+        assert_eq!(lits("a?"), None, "a match may be empty");
+        assert_eq!(lits("(?:abc|.)"), None, "one branch has no literal");
+        assert_eq!(lits("x(?:abc)?y"), Some(vec!["xabcy".into(), "xy".into()]));
+        // Every literal set found must occur in real matches.
+        for (pattern, samples) in [
+            ("(?i)<script[^>]*>", &["<SCRIPT src=x>", "<script>"][..]),
+            ("(?:\\.\\./|%2e%2e/)+etc", &["../../etc", "%2e%2e/etc"][..]),
+            ("o(?:n|N){1,2}load", &["onload", "onNload"][..]),
+        ] {
+            let found = required_literals(pattern).unwrap();
+            for sample in samples {
+                let lower = sample.to_ascii_lowercase();
+                assert!(
+                    found
+                        .iter()
+                        .any(|l| lower.as_bytes().windows(l.len()).any(|w| w == &l[..])),
+                    "{pattern}: {sample} holds none of {found:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -409,8 +409,8 @@ pub struct Rule {
     pub skip_after: Option<String>,
     pub skip: usize,
     pub chain: Option<Box<Rule>>,
-    /// This rule's slot in its transformation chain's literal prefilter:
-    /// when none of its literals occurs in a value, its regex cannot match.
+    /// This rule's slot in the literal prefilter: when none of its literals
+    /// occurs in its transformed value, its operator cannot match.
     pub prefilter: Option<usize>,
 }
 

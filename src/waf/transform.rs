@@ -212,17 +212,63 @@ impl Transform {
     }
 }
 
-/// Applies a chain in order; returns the input borrowed when the chain is empty.
-pub fn apply_all<'a>(chain: &[Transform], input: &'a [u8]) -> Cow<'a, [u8]> {
-    let mut rest = chain.iter();
-    let Some(first) = rest.next() else {
-        return Cow::Borrowed(input);
-    };
-    let mut value = first.apply(input);
-    for t in rest {
-        value = t.apply(&value);
+impl Transform {
+    /// Whether `apply` would surely return `input` as it is. A cheap byte
+    /// check, so that the common case (a value with nothing to decode) is
+    /// neither copied nor scanned twice; `false` only means "maybe changed".
+    pub fn unchanged(self, input: &[u8]) -> bool {
+        use Transform::*;
+        let has = |b: u8| input.contains(&b);
+        let has_pair = |pair: &[u8; 2]| input.windows(2).any(|w| w == pair);
+        match self {
+            UrlDecode | UrlDecodeUni => !has(b'%') && !has(b'+'),
+            HtmlEntityDecode => !has(b'&'),
+            JsDecode | CssDecode | EscapeSeqDecode => !has(b'\\'),
+            Lowercase => !input.iter().any(u8::is_ascii_uppercase),
+            Uppercase => !input.iter().any(u8::is_ascii_lowercase),
+            CompressWhitespace => {
+                !input
+                    .iter()
+                    .any(|&c| c != b' ' && (is_space(c) || c == NBSP))
+                    && !has_pair(b"  ")
+            }
+            RemoveWhitespace => !input.iter().any(|&c| is_space(c) || c == NBSP || c == 0xC2),
+            RemoveNulls | ReplaceNulls => !has(0),
+            RemoveComments => !has(b'#') && !has_pair(b"--") && !has_pair(b"/*"),
+            RemoveCommentsChar => {
+                !has(b'#') && !has_pair(b"--") && !has_pair(b"/*") && !has_pair(b"*/")
+            }
+            ReplaceComments => !has_pair(b"/*"),
+            CmdLine => !input.iter().any(|&c| {
+                c.is_ascii_uppercase()
+                    || matches!(
+                        c,
+                        b'"' | b'\'' | b'\\' | b'^' | b' ' | b',' | b';' | b'\t' | b'\r' | b'\n'
+                    )
+            }),
+            NormalizePath => !has(b'.') && !has_pair(b"//"),
+            NormalizePathWin => !has(b'.') && !has(b'\\') && !has_pair(b"//"),
+            Utf8ToUnicode => input.is_ascii(),
+            Trim | TrimLeft | TrimRight => {
+                !input.first().is_some_and(|&c| is_space(c))
+                    && !input.last().is_some_and(|&c| is_space(c))
+            }
+            Base64Decode | Base64DecodeExt | Base64Encode | HexDecode | HexEncode | Length
+            | Sha1 | Md5 | SqlHexDecode => false,
+        }
     }
-    Cow::Owned(value)
+}
+
+/// Applies a chain in order; returns the input borrowed when no
+/// transformation changes it (the chain is empty, or nothing to decode).
+pub fn apply_all<'a>(chain: &[Transform], input: &'a [u8]) -> Cow<'a, [u8]> {
+    let mut value = Cow::Borrowed(input);
+    for t in chain {
+        if !t.unchanged(&value) {
+            value = Cow::Owned(t.apply(&value));
+        }
+    }
+    value
 }
 
 // ---------------------------------------------------------------------------
@@ -1196,6 +1242,9 @@ mod tests {
         let mut failures = Vec::new();
         for &(t, input, expected) in cases {
             let got = t.apply(input);
+            if t.unchanged(input) && expected != input {
+                failures.push(format!("{} wrongly unchanged on {}", t.name(), show(input)));
+            }
             if got != expected {
                 failures.push(format!(
                     "{}({}) = {}, expected {}",
@@ -1707,7 +1756,7 @@ mod tests {
 
     #[test]
     fn never_panics() {
-        const BYTES: &[u8] = b"%u\\&#x;\x00\xff\xc3/.*-0a<!>=Ff\n ";
+        const BYTES: &[u8] = b"%u\\&#x;\x00\xff\xc3/.*-0a<!>=Ff\n +A'\"^,(\t\xa0\xc2";
         let mut inputs: Vec<Vec<u8>> = vec![Vec::new()];
         for &a in BYTES {
             inputs.push(vec![a]);
@@ -1734,6 +1783,13 @@ mod tests {
         for input in &inputs {
             for t in ALL {
                 let out = t.apply(input);
+                // The copy-free shortcut never skips a real change.
+                assert!(
+                    !t.unchanged(input) || out == *input,
+                    "{} said unchanged but changes {}",
+                    t.name(),
+                    show(input)
+                );
                 // Only the encoders and utf8toUnicode may grow the value.
                 if !matches!(
                     t,

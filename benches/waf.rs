@@ -12,6 +12,10 @@ use std::path::PathBuf;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use rempart::waf::{self, CrsSource, Head, Malformed, Mode, Overflow, Waf, WafSettings};
 
+/// The allocator the `rempart` binary runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn crs_dir() -> PathBuf {
     let dir = std::env::var_os("REMPART_CRS_DIR")
         .map(PathBuf::from)

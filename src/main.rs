@@ -7,6 +7,10 @@ use rempart::server::{self, Extras};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc: the WAF's per-request buffers are many, small and short-lived.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "rempart",

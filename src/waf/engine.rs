@@ -518,28 +518,61 @@ impl Transaction {
     }
 
     fn setvar(&mut self, setvar: &SetVar, rule: &Rule) {
-        let name = lossy(&self.expand(&setvar.name, rule)).to_ascii_lowercase();
+        // Names are lower-cased at load time; most are literal (no copy).
+        let expanded;
+        let name: &str = match setvar.name.literal() {
+            Some(literal) => literal,
+            None => {
+                expanded = lossy(&self.expand(&setvar.name, rule)).to_ascii_lowercase();
+                &expanded
+            }
+        };
         match &setvar.op {
             SetOp::Delete => {
-                self.state.tx.remove(&name);
+                self.state.tx.remove(name);
             }
             SetOp::Set(value) => {
-                let value = self.expand(value, rule);
-                self.state.tx.insert(name, value.into_owned());
+                let value = self.expand(value, rule).into_owned();
+                self.put_tx(name, value);
             }
             SetOp::Add(value) | SetOp::Sub(value) => {
-                let delta = atoi(&self.expand(value, rule));
+                let delta = self.expand_number(value, rule);
                 let delta = if matches!(setvar.op, SetOp::Sub(_)) {
                     -delta
                 } else {
                     delta
                 };
-                let current = self.state.tx.get(&name).map(|v| atoi(v)).unwrap_or(0);
-                self.state
-                    .tx
-                    .insert(name, current.saturating_add(delta).to_string().into_bytes());
+                let current = self.state.tx.get(name).map(|v| atoi(v)).unwrap_or(0);
+                let sum = current.saturating_add(delta).to_string().into_bytes();
+                self.put_tx(name, sum);
             }
         }
+    }
+
+    /// Sets a TX variable, reusing the key when it exists.
+    fn put_tx(&mut self, name: &str, value: Vec<u8>) {
+        match self.state.tx.get_mut(name) {
+            Some(slot) => *slot = value,
+            None => {
+                self.state.tx.insert(name.to_string(), value);
+            }
+        }
+    }
+
+    /// A macro read as a number; `%{tx.name}` alone (the CRS's scores) is
+    /// read in place.
+    fn expand_number(&self, m: &Macro, rule: &Rule) -> i64 {
+        if let [MacroPart::Var(collection, Some(key))] = &m.parts[..] {
+            if collection == "TX" {
+                return self
+                    .state
+                    .tx
+                    .get(key.as_str())
+                    .map(|v| atoi(v))
+                    .unwrap_or(0);
+            }
+        }
+        atoi(&self.expand(m, rule))
     }
 
     fn ctl(&mut self, ctl: &Ctl) {
@@ -686,24 +719,21 @@ impl Visit<'_> {
         only: Option<&Selector>,
         each: &mut dyn FnMut(&mut Self, &str, &[u8]) -> bool,
     ) {
+        if let (Collection::Tx, Some(Selector::Name(name))) = (collection, only) {
+            // One variable by name: only its value is copied.
+            if let Some(value) = self.state.tx.get(name.as_str()).cloned() {
+                each(self, name, &value);
+            }
+            return;
+        }
         let own: Vec<(String, Vec<u8>)> = match collection {
-            Collection::Tx => match only {
-                // One variable by name: no need to copy the whole collection.
-                Some(Selector::Name(name)) => self
-                    .state
-                    .tx
-                    .get(name.as_str())
-                    .map(|v| (name.clone(), v.clone()))
-                    .into_iter()
-                    .collect(),
-                _ => self
-                    .state
-                    .tx
-                    .iter()
-                    .filter(|(k, _)| only.is_none_or(|s| s.matches(k)))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            },
+            Collection::Tx => self
+                .state
+                .tx
+                .iter()
+                .filter(|(k, _)| only.is_none_or(|s| s.matches(k)))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             Collection::MatchedVar => vec![(String::new(), self.state.matched_var.1.clone())],
             Collection::MatchedVarName => {
                 vec![(String::new(), self.state.matched_var.0.clone().into_bytes())]

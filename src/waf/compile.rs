@@ -83,8 +83,8 @@ impl Prefilter {
                 mask[slot / 64] |= 1 << (slot % 64);
             }
         }
-        // A DFA when it fits: the scan runs on every distinct value, and the
-        // automaton is built once per policy load.
+        // A contiguous NFA: as fast as a DFA here (measured), and a DFA of
+        // the CRS's ~4,700 literals took 29 MB per loaded policy.
         let build = |kind| {
             aho_corasick::AhoCorasickBuilder::new()
                 .ascii_case_insensitive(true)
@@ -94,7 +94,8 @@ impl Prefilter {
         let automaton = if long.is_empty() {
             None
         } else {
-            let built = build(Some(aho_corasick::AhoCorasickKind::DFA)).or_else(|_| build(None));
+            let built =
+                build(Some(aho_corasick::AhoCorasickKind::ContiguousNFA)).or_else(|_| build(None));
             Some(built.map_err(|e| e.to_string())?)
         };
         Ok(Prefilter {

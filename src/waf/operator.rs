@@ -84,10 +84,7 @@ pub fn required_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
             .ok()
     };
     let hir = parse(false).or_else(|| parse(true))?;
-    let mut out = literal_info(&hir).required()?;
-    out.sort();
-    out.dedup();
-    Some(out)
+    literal_info(&hir).required().map(sorted)
 }
 
 /// Most strings a literal set may hold before it is given up.
@@ -120,6 +117,21 @@ impl LiteralInfo {
         }
     }
 
+    /// `exact` (when known) and the better of its own literals and `factor`.
+    fn of(exact: Option<Vec<Vec<u8>>>, factor: Option<Vec<Vec<u8>>>) -> Self {
+        match exact {
+            Some(set) => {
+                let mut info = LiteralInfo::exact(set);
+                info.factor = better(info.factor, factor);
+                info
+            }
+            None => LiteralInfo {
+                exact: None,
+                factor,
+            },
+        }
+    }
+
     /// The best set one of which every match holds.
     fn required(self) -> Option<Vec<Vec<u8>>> {
         let from_exact = self.exact.filter(|s| usable(s));
@@ -145,6 +157,12 @@ fn better(a: Option<Vec<Vec<u8>>>, b: Option<Vec<Vec<u8>>>) -> Option<Vec<Vec<u8
     }
 }
 
+fn sorted(mut set: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    set.sort();
+    set.dedup();
+    set
+}
+
 fn cross(left: &[Vec<u8>], right: &[Vec<u8>]) -> Option<Vec<Vec<u8>>> {
     if left.len() * right.len() > LITERAL_SET_LIMIT {
         return None;
@@ -157,9 +175,7 @@ fn cross(left: &[Vec<u8>], right: &[Vec<u8>]) -> Option<Vec<Vec<u8>>> {
             out.push(s);
         }
     }
-    out.sort();
-    out.dedup();
-    Some(out)
+    Some(sorted(out))
 }
 
 fn literal_info(hir: &regex_syntax::hir::Hir) -> LiteralInfo {
@@ -193,8 +209,7 @@ fn literal_info(hir: &regex_syntax::hir::Hir) -> LiteralInfo {
                     }
                 }
             }
-            set.sort();
-            set.dedup();
+            let set = sorted(set);
             if set.len() > CLASS_LIMIT {
                 return LiteralInfo::unknown();
             }
@@ -207,9 +222,7 @@ fn literal_info(hir: &regex_syntax::hir::Hir) -> LiteralInfo {
                 let exact = match (rep.max, sub.exact) {
                     (Some(1), Some(mut set)) => {
                         set.push(Vec::new());
-                        set.sort();
-                        set.dedup();
-                        Some(set)
+                        Some(sorted(set))
                     }
                     _ => None,
                 };
@@ -243,17 +256,7 @@ fn literal_info(hir: &regex_syntax::hir::Hir) -> LiteralInfo {
                 _ => None,
             };
             let factor = better(repeated, sub.required());
-            match exact {
-                Some(set) => {
-                    let mut info = LiteralInfo::exact(set);
-                    info.factor = better(info.factor, factor);
-                    info
-                }
-                None => LiteralInfo {
-                    exact: None,
-                    factor,
-                },
-            }
+            LiteralInfo::of(exact, factor)
         }
         HirKind::Concat(parts) => {
             let mut running: Option<Vec<Vec<u8>>> = Some(vec![Vec::new()]);
@@ -284,17 +287,7 @@ fn literal_info(hir: &regex_syntax::hir::Hir) -> LiteralInfo {
                 best = better(best, running.take().filter(|s| usable(s)));
             }
             let exact = running.filter(|_| all_exact);
-            match exact {
-                Some(set) => {
-                    let mut info = LiteralInfo::exact(set);
-                    info.factor = better(info.factor, best);
-                    info
-                }
-                None => LiteralInfo {
-                    exact: None,
-                    factor: best,
-                },
-            }
+            LiteralInfo::of(exact, best)
         }
         HirKind::Alternation(branches) => {
             let infos: Vec<LiteralInfo> = branches.iter().map(literal_info).collect();
@@ -304,33 +297,15 @@ fn literal_info(hir: &regex_syntax::hir::Hir) -> LiteralInfo {
                     acc.extend(i.exact.as_ref()?.iter().cloned());
                     (acc.len() <= LITERAL_SET_LIMIT).then_some(acc)
                 })
-                .map(|mut set| {
-                    set.sort();
-                    set.dedup();
-                    set
-                });
+                .map(sorted);
             let factor = infos
                 .into_iter()
                 .try_fold(Vec::new(), |mut acc: Vec<Vec<u8>>, i| {
                     acc.extend(i.required()?);
                     (acc.len() <= LITERAL_SET_LIMIT).then_some(acc)
                 })
-                .map(|mut set| {
-                    set.sort();
-                    set.dedup();
-                    set
-                });
-            match exact {
-                Some(set) => {
-                    let mut info = LiteralInfo::exact(set);
-                    info.factor = better(info.factor, factor);
-                    info
-                }
-                None => LiteralInfo {
-                    exact: None,
-                    factor,
-                },
-            }
+                .map(sorted);
+            LiteralInfo::of(exact, factor)
         }
     }
 }

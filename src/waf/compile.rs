@@ -45,7 +45,7 @@ pub enum Item {
 #[derive(Debug)]
 pub struct Prefilter {
     /// The literals of two bytes or more.
-    pub automaton: Option<aho_corasick::AhoCorasick>,
+    automaton: Option<aho_corasick::AhoCorasick>,
     /// For each literal, the bit set (`words()` long) of the slots it stands for.
     masks: Vec<u64>,
     /// For each (lower-cased) byte that is a literal on its own, its slots.
@@ -53,7 +53,7 @@ pub struct Prefilter {
     /// occurrence through the automaton cost more than this table.
     byte_masks: Vec<u64>,
     single_bytes: [bool; 256],
-    pub slots: usize,
+    slots: usize,
 }
 
 impl Prefilter {
@@ -156,8 +156,6 @@ pub struct RuleSet {
     /// For a rule with `skipAfter` at `phases[p][i]`: `skip_to[p][i]` is the
     /// index just past its marker (resolved once here, not per request).
     pub skip_to: [Vec<usize>; 3],
-    /// Number of distinct transformation chains (keys of transformed-value reuse).
-    pub chains: usize,
     /// Whether some rule turns the anomaly score into a decision (CRS 949110).
     pub has_blocking_evaluation: bool,
 }
@@ -776,7 +774,6 @@ impl Loader {
             return (None, self.errors, self.notes);
         }
         let mut set = RuleSet {
-            chains: self.chain_keys.len(),
             has_blocking_evaluation: self.has_blocking_evaluation,
             ..RuleSet::default()
         };

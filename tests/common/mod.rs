@@ -14,12 +14,27 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-/// A free loopback port (bound then released).
+/// A free loopback port, never the same twice in one test binary.
+///
+/// Ports come from 20000–32767, below Linux's ephemeral range (32768+), so
+/// an outgoing connection can never take one between this check and the
+/// proxy's bind; the kernel's own `:0` choice was seen to hand the same port
+/// out twice in a row. Each test binary starts at its own offset (from the
+/// process id) and walks up, skipping ports something already holds.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_768;
+    static NEXT: AtomicUsize = AtomicUsize::new(usize::MAX);
+    let start = (std::process::id().wrapping_mul(2_654_435_761) % COUNT) as usize;
+    let _ = NEXT.compare_exchange(usize::MAX, start, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..COUNT {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = (FIRST + (n as u32 % COUNT)) as u16;
+        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + COUNT);
 }
 
 pub fn free_addr() -> SocketAddr {

@@ -54,6 +54,9 @@ pub struct Prefilter {
     byte_masks: Vec<u64>,
     single_bytes: [bool; 256],
     slots: usize,
+    /// Unique per build: memos of scan results (`engine::ScanMemo`) made
+    /// with another prefilter are not reused.
+    id: u64,
 }
 
 impl Prefilter {
@@ -98,18 +101,25 @@ impl Prefilter {
                 build(Some(aho_corasick::AhoCorasickKind::ContiguousNFA)).or_else(|_| build(None));
             Some(built.map_err(|e| e.to_string())?)
         };
+        static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(Prefilter {
             automaton,
             masks,
             byte_masks,
             single_bytes,
             slots,
+            id: BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 
     /// Words of a bit set over the slots.
     pub fn words(&self) -> usize {
         self.slots.div_ceil(64)
+    }
+
+    /// This build's unique number.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Sets in `bits` (`words()` long, zeroed) the slots whose literals occur in `value`.
@@ -158,6 +168,25 @@ pub struct RuleSet {
     pub skip_to: [Vec<usize>; 3],
     /// Whether some rule turns the anomaly score into a decision (CRS 949110).
     pub has_blocking_evaluation: bool,
+    /// The value sets that prefiltered rules read (`Rule::gate`): each a
+    /// list of indexes in `gate_parts`.
+    pub gates: Vec<Vec<usize>>,
+    pub gate_parts: Vec<GatePart>,
+}
+
+/// One target of a group of rules, with the exclusions that apply to its
+/// collection, through one transformation chain. A gate is the union of its
+/// parts. The engine ORs the prefilter bits of a part's values once per
+/// phase; each rule then reads its own bit in its gate instead of walking
+/// its values. On a benign request most bits are clear and most rules cost
+/// one bit test. Parts are shared: many CRS rules read ARGS through the same
+/// chain, with different other targets.
+#[derive(Debug)]
+pub struct GatePart {
+    pub target: Target,
+    pub exclusions: Vec<TargetExclusion>,
+    pub transforms: Vec<Transform>,
+    pub transforms_key: usize,
 }
 
 impl RuleSet {}
@@ -457,6 +486,7 @@ impl Loader {
             negated: false,
             transforms: Vec::new(),
             transforms_key: 0,
+            gate: None,
             multi_match: false,
             capture: false,
             disruptive: Disruptive::Pass,
@@ -810,6 +840,7 @@ impl Loader {
                 .collect();
         }
         set.prefilter = build_prefilter(&mut self.rules);
+        (set.gates, set.gate_parts) = build_gates(&mut self.rules);
         set.rules = self.rules;
         (Some(set), Vec::new(), self.notes)
     }
@@ -866,6 +897,61 @@ fn build_prefilter(rules: &mut [Rule]) -> Option<Prefilter> {
             None
         }
     }
+}
+
+/// Groups the rule heads that can be gated (`Gate`): prefiltered, not negated,
+/// reading request values only (no counts, no TX), and not multiMatch with
+/// transformations (those test intermediate values too). Exclusions added at
+/// run time (`ctl`, policy) only take values away, so a gate built without
+/// them stays a superset: it may let a rule run, never skip one that matches.
+fn build_gates(rules: &mut [Rule]) -> (Vec<Vec<usize>>, Vec<GatePart>) {
+    let mut gates: Vec<Vec<usize>> = Vec::new();
+    let mut gate_keys: HashMap<Vec<usize>, usize> = HashMap::new();
+    let mut parts: Vec<GatePart> = Vec::new();
+    let mut part_keys: HashMap<String, usize> = HashMap::new();
+    for rule in rules.iter_mut() {
+        let eligible = rule.prefilter.is_some()
+            && !rule.negated
+            && !(rule.multi_match && !rule.transforms.is_empty())
+            && !rule.targets.is_empty()
+            && rule
+                .targets
+                .iter()
+                .all(|t| !t.count && t.collection.in_request());
+        if !eligible {
+            continue;
+        }
+        let mut members: Vec<usize> = rule
+            .targets
+            .iter()
+            .map(|target| {
+                let exclusions: Vec<TargetExclusion> = rule
+                    .exclusions
+                    .iter()
+                    .filter(|e| e.collection == target.collection)
+                    .cloned()
+                    .collect();
+                let key = format!("{target:?}|{exclusions:?}|{}", rule.transforms_key);
+                *part_keys.entry(key).or_insert_with(|| {
+                    parts.push(GatePart {
+                        target: target.clone(),
+                        exclusions,
+                        transforms: rule.transforms.clone(),
+                        transforms_key: rule.transforms_key,
+                    });
+                    parts.len() - 1
+                })
+            })
+            .collect();
+        members.sort_unstable();
+        members.dedup();
+        let gate = *gate_keys.entry(members.clone()).or_insert_with(|| {
+            gates.push(members);
+            gates.len() - 1
+        });
+        rule.gate = Some(gate);
+    }
+    (gates, parts)
 }
 
 fn add_exclusion(rule: &mut Rule, exclusion: &TargetExclusion) {

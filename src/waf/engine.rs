@@ -108,6 +108,10 @@ struct Cache {
     contents: Vec<Content>,
     /// The prefilter bits of scanned contents, `words` per content.
     bits: Vec<u64>,
+    /// Per gate part (`RuleSet::gate_parts`) then per gate, once computed in
+    /// this phase: the OR of the bits of all its values, `words` each.
+    gate_bits: Vec<u64>,
+    gate_done: Vec<bool>,
 }
 
 struct Content {
@@ -123,6 +127,7 @@ impl Cache {
         self.by_value.clear();
         self.contents.clear();
         self.bits.clear();
+        self.gate_done.clear();
     }
 
     /// The content `value` becomes under `rule`'s chain.
@@ -169,21 +174,175 @@ impl Cache {
 
     /// Whether one of the literals of prefilter slot `slot` occurs in content `id`.
     fn may_match(&mut self, id: usize, slot: usize, prefilter: &Prefilter, value: &[u8]) -> bool {
-        let at = match self.contents[id].bits_at {
-            Some(at) => at,
-            None => {
-                let at = self.bits.len();
-                self.bits.resize(at + prefilter.words(), 0);
-                let scanned = self.contents[id].bytes.as_deref().unwrap_or(value);
-                prefilter.scan(scanned, &mut self.bits[at..]);
-                self.contents[id].bits_at = Some(at);
-                at
-            }
-        };
-        self.bits
-            .get(at + slot / 64)
-            .is_some_and(|w| w & (1 << (slot % 64)) != 0)
+        let at = self.scanned(id, prefilter, value);
+        bit(&self.bits[at..], slot)
     }
+
+    /// Where the bits of content `id` (made from `value`) start, scanning it
+    /// the first time.
+    fn scanned(&mut self, id: usize, prefilter: &Prefilter, value: &[u8]) -> usize {
+        if let Some(at) = self.contents[id].bits_at {
+            return at;
+        }
+        let at = self.bits.len();
+        self.bits.resize(at + prefilter.words(), 0);
+        let scanned = self.contents[id].bytes.as_deref().unwrap_or(value);
+        prefilter.scan(scanned, &mut self.bits[at..]);
+        self.contents[id].bits_at = Some(at);
+        at
+    }
+
+    /// Whether slot `slot` is set for some value of gate `index`: its parts'
+    /// values are interned, scanned and ORed the first time they are asked.
+    fn gate_open(
+        &mut self,
+        set: &RuleSet,
+        prefilter: &Prefilter,
+        data: &RequestData,
+        index: usize,
+        slot: usize,
+    ) -> bool {
+        let words = prefilter.words();
+        let parts = set.gate_parts.len();
+        if self.gate_done.is_empty() {
+            let entries = parts + set.gates.len();
+            self.gate_done.resize(entries, false);
+            self.gate_bits.clear();
+            self.gate_bits.resize(entries * words, 0);
+        }
+        let entry = parts + index;
+        if !self.gate_done[entry] {
+            let mut own = vec![0u64; words];
+            for &part in &set.gates[index] {
+                let at = self.gate_part(set, prefilter, data, part);
+                for (word, b) in own.iter_mut().zip(&self.gate_bits[at..at + words]) {
+                    *word |= b;
+                }
+            }
+            self.gate_bits[entry * words..][..words].copy_from_slice(&own);
+            self.gate_done[entry] = true;
+        }
+        bit(&self.gate_bits[entry * words..][..words], slot)
+    }
+
+    /// Where the bits of gate part `index` start in `gate_bits`.
+    fn gate_part(
+        &mut self,
+        set: &RuleSet,
+        prefilter: &Prefilter,
+        data: &RequestData,
+        index: usize,
+    ) -> usize {
+        let words = prefilter.words();
+        let at = index * words;
+        if self.gate_done[index] {
+            return at;
+        }
+        let part = &set.gate_parts[index];
+        let collection = part.target.collection;
+        let mut own = vec![0u64; words];
+        SCAN_MEMO.with(|memo| {
+            let mut memo = memo.borrow_mut();
+            memo.serve(prefilter);
+            data.each(collection, &mut |key, value| {
+                let picked = part.target.selector.as_ref().is_none_or(|s| s.matches(key))
+                    && !part.exclusions.iter().any(|e| e.covers(collection, key));
+                if !picked {
+                    return true;
+                }
+                let or = |own: &mut [u64], bits: &[u64]| {
+                    for (word, b) in own.iter_mut().zip(bits) {
+                        *word |= b;
+                    }
+                };
+                if let Some(bits) = memo.get(part.transforms_key, value) {
+                    or(&mut own, bits);
+                    return true;
+                }
+                let id = self.intern(part.transforms_key, &part.transforms, value);
+                let at = self.scanned(id, prefilter, value);
+                let bits = &self.bits[at..at + words];
+                or(&mut own, bits);
+                memo.put(part.transforms_key, value, bits);
+                true
+            });
+        });
+        self.gate_bits[at..at + words].copy_from_slice(&own);
+        self.gate_done[index] = true;
+        at
+    }
+}
+
+/// Prefilter bits of (chain, value) pairs seen in earlier requests on this
+/// thread. User-Agent, Accept, Referer, most cookies and many arguments
+/// repeat from request to request: their transformations and scans are done
+/// once. Bounded like the operator memos: values up to 1 KiB, 4,096 entries,
+/// cleared when full or when another prefilter (another policy) asks.
+#[derive(Default)]
+struct ScanMemo {
+    prefilter: u64,
+    entries: HashMap<u64, MemoEntry, FastHash>,
+}
+
+struct MemoEntry {
+    chain: usize,
+    value: Box<[u8]>,
+    bits: Box<[u64]>,
+}
+
+impl ScanMemo {
+    const ENTRIES: usize = 4096;
+    const LONGEST: usize = 1024;
+
+    fn serve(&mut self, prefilter: &Prefilter) {
+        if self.prefilter != prefilter.id() {
+            self.entries.clear();
+            self.prefilter = prefilter.id();
+        }
+    }
+
+    fn key(chain: usize, value: &[u8]) -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut hasher = FastHash.build_hasher();
+        hasher.write_usize(chain);
+        hasher.write(value);
+        hasher.finish()
+    }
+
+    fn get(&self, chain: usize, value: &[u8]) -> Option<&[u64]> {
+        if value.len() > Self::LONGEST {
+            return None;
+        }
+        self.entries
+            .get(&Self::key(chain, value))
+            .filter(|e| e.chain == chain && *e.value == *value)
+            .map(|e| &*e.bits)
+    }
+
+    fn put(&mut self, chain: usize, value: &[u8], bits: &[u64]) {
+        if value.len() > Self::LONGEST {
+            return;
+        }
+        if self.entries.len() >= Self::ENTRIES {
+            self.entries.clear();
+        }
+        let entry = MemoEntry {
+            chain,
+            value: value.into(),
+            bits: bits.into(),
+        };
+        self.entries.insert(Self::key(chain, value), entry);
+    }
+}
+
+thread_local! {
+    static SCAN_MEMO: std::cell::RefCell<ScanMemo> = std::cell::RefCell::new(ScanMemo::default());
+}
+
+fn bit(words: &[u64], slot: usize) -> bool {
+    words
+        .get(slot / 64)
+        .is_some_and(|w| w & (1 << (slot % 64)) != 0)
 }
 
 /// A multiply-rotate hasher for the engine's small per-request maps: keys
@@ -275,6 +434,16 @@ impl Transaction {
             i += 1;
             if self.state.tuning.removes(rule) {
                 continue;
+            }
+            if let (Some(gate), Some(slot), Some(prefilter)) =
+                (rule.gate, rule.prefilter, set.prefilter.as_ref())
+            {
+                if !self
+                    .cache
+                    .gate_open(&set, prefilter, &self.data, gate, slot)
+                {
+                    continue;
+                }
             }
             if !self.evaluate_chain(rule) {
                 continue;
@@ -690,7 +859,7 @@ impl Visit<'_> {
                 if !keyed && visit.excluded(collection, key) {
                     return true;
                 }
-                let cacheable = cacheable(collection) && !value.is_empty();
+                let cacheable = collection.in_request() && !value.is_empty();
                 visit.check(collection, key, value, cacheable);
                 true
             },
@@ -836,34 +1005,6 @@ impl Visit<'_> {
         self.hits.push((name, value.to_vec()));
         true
     }
-}
-
-/// Collections whose values live in the request data for the whole phase.
-fn cacheable(collection: Collection) -> bool {
-    use Collection::*;
-    matches!(
-        collection,
-        Args | ArgsGet
-            | ArgsPost
-            | ArgsNames
-            | ArgsGetNames
-            | ArgsPostNames
-            | RequestCookies
-            | RequestCookiesNames
-            | RequestHeaders
-            | RequestHeadersNames
-            | RequestFilename
-            | RequestBasename
-            | RequestUri
-            | RequestUriRaw
-            | RequestLine
-            | QueryString
-            | RequestBody
-            | Files
-            | FilesNames
-            | MultipartPartHeaders
-            | Xml
-    )
 }
 
 fn lossy(bytes: &[u8]) -> String {

@@ -341,6 +341,7 @@ pub fn own_rule_base(id: u32, file: &str) -> rule::Rule {
         skip: 0,
         chain: None,
         prefilter: None,
+        gate: None,
     }
 }
 
@@ -598,5 +599,59 @@ SecRule &TX:skipped "@eq 0" "id:23,phase:1,pass"
         assert!(run("/shop/?pwd=union+select"), "other paths stay inspected");
         // Paths are compared normalised, as the origin will resolve them.
         assert!(!run("/x/../wp-login.php?pwd=union+select"));
+    }
+
+    /// Rules sharing targets and chains read one gate; a gate that is clear
+    /// must only ever skip rules that would not have matched.
+    #[test]
+    fn gated_rules_fire_exactly_as_ungated_ones() {
+        const RULES: &str = r#"
+SecRule ARGS|!ARGS:skip|REQUEST_COOKIES "@rx (?i)union\s+select" "id:1,phase:2,pass,t:none,t:urlDecodeUni,t:lowercase"
+SecRule ARGS|REQUEST_COOKIES "@pm evil wicked" "id:2,phase:2,pass,t:none,t:lowercase"
+SecRule ARGS:q "@rx <script" "id:3,phase:2,pass,t:none,t:htmlEntityDecode,t:lowercase"
+SecRule REQUEST_HEADERS:User-Agent|ARGS_NAMES "@rx sqlmap" "id:4,phase:1,pass,t:none,t:lowercase"
+SecRule ARGS "!@rx ^[a-z0-9 ]*$" "id:5,phase:2,pass,t:none"
+SecRule REQUEST_FILENAME "@rx \.env$" "id:6,phase:1,pass,t:none,t:lowercase,t:normalizePath"
+SecRule ARGS|!ARGS:skip "@rx (?i)union\s+select" "id:7,phase:2,pass,t:none,t:urlDecodeUni,t:lowercase,chain"
+    SecRule ARGS_NAMES "@rx ^q$" "t:none"
+"#;
+        let gated = load(RULES);
+        let ungated = {
+            let mut loader = compile::Loader::default();
+            loader.load_text("test.conf", RULES, Path::new("."));
+            let (set, errors, _) = loader.finish();
+            assert!(errors.is_empty(), "{errors:?}");
+            let mut set = set.unwrap();
+            for rule in &mut set.rules {
+                rule.gate = None;
+            }
+            Arc::new(set)
+        };
+        assert!(
+            gated.rules.iter().filter(|r| r.gate.is_some()).count() >= 5,
+            "the prefiltered rules are gated"
+        );
+        assert!(ungated.rules.iter().all(|r| r.gate.is_none()));
+        let form = "application/x-www-form-urlencoded";
+        let cases: &[(&str, Option<(&str, &str)>, &[u32])] = &[
+            ("/?q=shoes", None, &[]),
+            ("/?q=1%2520UNION%2520SELECT%25202", None, &[1, 5, 7]),
+            ("/?skip=1+union+select+2", None, &[]),
+            ("/?a=an+EVIL+plan", None, &[2, 5]),
+            ("/?q=%26lt%3Bscript%26gt%3B", None, &[3, 5]),
+            ("/?sqlmap=1", None, &[4]),
+            ("/.ENV", None, &[6]),
+            ("/x/../.env?q=ok", None, &[6]),
+            ("/", Some((form, "q=wicked+union+select+x")), &[1, 2, 7]),
+            ("/", Some((form, "skip=union+select&q=fine")), &[]),
+        ];
+        for (uri, body, expected) in cases {
+            let mut a = ids(&request(&gated, uri, *body));
+            let mut b = ids(&request(&ungated, uri, *body));
+            a.sort_unstable();
+            b.sort_unstable();
+            assert_eq!(a, b, "{uri} {body:?}: gated and ungated differ");
+            assert_eq!(&a[..], *expected, "{uri} {body:?}");
+        }
     }
 }

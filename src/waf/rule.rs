@@ -58,6 +58,35 @@ pub enum Collection {
 }
 
 impl Collection {
+    /// Whether the values come from the request itself and stay the same for
+    /// a whole phase (not the engine's own TX or MATCHED_* variables).
+    pub fn in_request(self) -> bool {
+        use Collection::*;
+        matches!(
+            self,
+            Args | ArgsGet
+                | ArgsPost
+                | ArgsNames
+                | ArgsGetNames
+                | ArgsPostNames
+                | RequestCookies
+                | RequestCookiesNames
+                | RequestHeaders
+                | RequestHeadersNames
+                | RequestFilename
+                | RequestBasename
+                | RequestUri
+                | RequestUriRaw
+                | RequestLine
+                | QueryString
+                | RequestBody
+                | Files
+                | FilesNames
+                | MultipartPartHeaders
+                | Xml
+        )
+    }
+
     /// Looks a variable name up (case-insensitive).
     pub fn parse(name: &str) -> Option<Collection> {
         use Collection::*;
@@ -412,6 +441,10 @@ pub struct Rule {
     /// This rule's slot in the literal prefilter: when none of its literals
     /// occurs in its transformed value, its operator cannot match.
     pub prefilter: Option<usize>,
+    /// The gate (`RuleSet::gates`) this rule shares with the rules that read
+    /// the same values through the same chain: when the rule's prefilter bit
+    /// is clear in it, none of its values can match.
+    pub gate: Option<usize>,
 }
 
 impl Rule {

@@ -994,11 +994,13 @@ impl Visit<'_> {
             (None, true) => value.to_vec(),
             _ => return false,
         };
-        let name = if key.is_empty() {
-            collection.name().to_string()
-        } else {
-            format!("{}:{key}", collection.name())
-        };
+        // Built by hand: `format!` showed in profiles (one name per hit).
+        let mut name = String::with_capacity(collection.name().len() + 1 + key.len());
+        name.push_str(collection.name());
+        if !key.is_empty() {
+            name.push(':');
+            name.push_str(key);
+        }
         if self.first.is_none() {
             self.first = Some((name.clone(), fragment));
         }

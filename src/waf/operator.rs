@@ -382,13 +382,29 @@ pub fn ip_list(param: &str) -> Result<Vec<IpNet>, String> {
 
 /// ModSecurity reads numbers like C's `atoi`: leading digits, else 0.
 pub fn atoi(value: &[u8]) -> i64 {
-    let text = std::str::from_utf8(value).unwrap_or("").trim_start();
-    let (sign, digits) = match text.strip_prefix('-') {
-        Some(rest) => (-1, rest),
-        None => (1, text.strip_prefix('+').unwrap_or(text)),
+    // On bytes, reading only the leading number: CRS compares TX values
+    // hundreds of times per request, some of them long lists.
+    let start = value
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(value.len());
+    let text = &value[start..];
+    let (sign, digits) = match text.first() {
+        Some(b'-') => (-1, &text[1..]),
+        Some(b'+') => (1, &text[1..]),
+        _ => (1, text),
     };
-    let end = digits.bytes().take_while(u8::is_ascii_digit).count();
-    digits[..end].parse::<i64>().map(|n| sign * n).unwrap_or(0)
+    let mut n: i64 = 0;
+    for &b in digits.iter().take_while(|b| b.is_ascii_digit()) {
+        match n
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(i64::from(b - b'0')))
+        {
+            Some(next) => n = next,
+            None => return 0,
+        }
+    }
+    sign * n
 }
 
 impl Operator {
@@ -781,5 +797,8 @@ mod tests {
         assert_eq!(atoi(b" -7x"), -7);
         assert_eq!(atoi(b"x"), 0);
         assert_eq!(atoi(b""), 0);
+        assert_eq!(atoi(b"+12 34"), 12);
+        assert_eq!(atoi(b"\t 5\xff"), 5);
+        assert_eq!(atoi(b"99999999999999999999"), 0, "overflow reads as 0");
     }
 }

@@ -178,6 +178,19 @@ impl Cache {
         bit(&self.bits[at..], slot)
     }
 
+    /// Records the bits of content `id`, made from `value` by chain `chain`,
+    /// for the next requests.
+    fn remember(&self, id: usize, chain: usize, prefilter: &Prefilter, value: &[u8]) {
+        let Some(at) = self.contents[id].bits_at else {
+            return;
+        };
+        SCAN_MEMO.with(|memo| {
+            let mut memo = memo.borrow_mut();
+            memo.serve(prefilter);
+            memo.put(chain, value, &self.bits[at..at + prefilter.words()]);
+        });
+    }
+
     /// Where the bits of content `id` (made from `value`) start, scanning it
     /// the first time.
     fn scanned(&mut self, id: usize, prefilter: &Prefilter, value: &[u8]) -> usize {
@@ -293,6 +306,10 @@ struct MemoEntry {
 impl ScanMemo {
     const ENTRIES: usize = 4096;
     const LONGEST: usize = 1024;
+
+    fn serves(&self, prefilter: &Prefilter) -> bool {
+        self.prefilter == prefilter.id()
+    }
 
     fn serve(&mut self, prefilter: &Prefilter) {
         if self.prefilter != prefilter.id() {
@@ -833,6 +850,15 @@ impl Visit<'_> {
         let keyed = target.selector.is_some();
         if target.count {
             self.count = 0;
+            if let (Collection::Tx, Some(Selector::Name(name))) = (collection, &target.selector) {
+                // `&TX:name` (CRS asks it dozens of times per request): a
+                // lookup, without copying the value.
+                let present =
+                    self.state.tx.contains_key(name.as_str()) && !self.excluded(collection, name);
+                let count: &[u8] = if present { b"1" } else { b"0" };
+                self.check(collection, "", count, false);
+                return;
+            }
             self.entries(
                 data,
                 collection,
@@ -960,11 +986,25 @@ impl Visit<'_> {
             return;
         }
         if cacheable && (prefilter.is_some() || !rule.transforms.is_empty()) {
+            // A value seen in an earlier request: its bits are known without
+            // transforming or scanning it again.
+            if let Some((slot, p)) = prefilter {
+                let known = SCAN_MEMO.with(|memo| {
+                    let memo = memo.borrow();
+                    memo.serves(p)
+                        .then(|| memo.get(rule.transforms_key, value).map(|b| bit(b, slot)))
+                        .flatten()
+                });
+                if known == Some(false) {
+                    return;
+                }
+            }
             let id = self.cache.content(rule, value);
             // None of the rule's literals is in the value: its operator cannot
             // match (decided before anything is copied: the common case).
             if let Some((slot, p)) = prefilter {
                 if !self.cache.may_match(id, slot, p, value) {
+                    self.cache.remember(id, rule.transforms_key, p, value);
                     return;
                 }
             }

@@ -196,6 +196,10 @@ impl Collection {
 pub enum Selector {
     /// Lower-cased key, compared case-insensitively.
     Name(String),
+    /// A regex that is only `^` and a literal (`TX:/^header_name_920450_/`):
+    /// the lower-cased literal, compared case-insensitively with the start
+    /// of the key. CRS runs such selectors over every TX variable.
+    Prefix(String),
     Regex(Regex),
 }
 
@@ -207,6 +211,15 @@ impl Selector {
         Ok(match raw {
             None => None,
             Some(RawSelector::Name(n)) => Some(Selector::Name(n.to_ascii_lowercase())),
+            Some(RawSelector::Regex(p))
+                if p.len() > 1
+                    && p.starts_with('^')
+                    && p[1..]
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+            {
+                Some(Selector::Prefix(p[1..].to_ascii_lowercase()))
+            }
             Some(RawSelector::Regex(p)) => Some(Selector::Regex(
                 super::operator::regex(&format!("(?i){p}"))
                     .map_err(|e| format!("selector /{p}/: {e}"))?,
@@ -217,6 +230,10 @@ impl Selector {
     pub fn matches(&self, key: &str) -> bool {
         match self {
             Selector::Name(name) => key.eq_ignore_ascii_case(name),
+            Selector::Prefix(prefix) => key
+                .as_bytes()
+                .get(..prefix.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(prefix.as_bytes())),
             Selector::Regex(re) => re.is_match(key.as_bytes()),
         }
     }
@@ -504,6 +521,26 @@ mod tests {
         assert!(matches!(&m.parts[3], MacroPart::Var(c, Some(k)) if c == "RULE" && k == "id"));
         assert_eq!(Macro::parse("plain").literal(), Some("plain"));
         assert_eq!(Macro::parse("%{MATCHED_VAR}").literal(), None);
+    }
+
+    #[test]
+    fn selectors_match_keys_case_insensitively() {
+        use crate::waf::seclang::RawSelector;
+        let compile = |raw: RawSelector| Selector::compile(Some(&raw)).unwrap().unwrap();
+        let prefix = compile(RawSelector::Regex("^header_name_920450_".into()));
+        assert!(matches!(prefix, Selector::Prefix(_)), "{prefix:?}");
+        assert!(prefix.matches("header_name_920450_x-forwarded"));
+        assert!(prefix.matches("HEADER_NAME_920450_"));
+        assert!(!prefix.matches("header_name_920450"));
+        assert!(!prefix.matches("x_header_name_920450_a"));
+        for pattern in ["^(?:_ga|_gid)$", "^a.b", "sbjs_", "^"] {
+            let re = compile(RawSelector::Regex(pattern.into()));
+            assert!(matches!(re, Selector::Regex(_)), "{pattern}: {re:?}");
+        }
+        let re = compile(RawSelector::Regex("^(?:_ga|_gid)$".into()));
+        assert!(re.matches("_GA") && !re.matches("_gat"));
+        let name = compile(RawSelector::Name("PWD".into()));
+        assert!(name.matches("pwd") && name.matches("Pwd") && !name.matches("pwd2"));
     }
 
     #[test]

@@ -912,7 +912,7 @@ fn build_gates(rules: &mut [Rule]) -> (Vec<Vec<usize>>, Vec<GatePart>) {
     for rule in rules.iter_mut() {
         let eligible = rule.prefilter.is_some()
             && !rule.negated
-            && !(rule.multi_match && !rule.transforms.is_empty())
+            && (!rule.multi_match || rule.transforms.is_empty())
             && !rule.targets.is_empty()
             && rule
                 .targets

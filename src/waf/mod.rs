@@ -633,7 +633,9 @@ SecRule ARGS|!ARGS:skip "@rx (?i)union\s+select" "id:7,phase:2,pass,t:none,t:url
         );
         assert!(ungated.rules.iter().all(|r| r.gate.is_none()));
         let form = "application/x-www-form-urlencoded";
-        let cases: &[(&str, Option<(&str, &str)>, &[u32])] = &[
+        // (URI, form body, ids expected to fire)
+        type Case<'a> = (&'a str, Option<(&'a str, &'a str)>, &'a [u32]);
+        let cases: &[Case] = &[
             ("/?q=shoes", None, &[]),
             ("/?q=1%2520UNION%2520SELECT%25202", None, &[1, 5, 7]),
             ("/?skip=1+union+select+2", None, &[]),

@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::{criterion_group, BenchmarkId, Criterion};
 use rempart::waf::{self, CrsSource, Head, Malformed, Mode, Overflow, Waf, WafSettings};
 
 /// The allocator the `rempart` binary runs with.
@@ -175,7 +175,39 @@ fn bench(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+/// With `WAF_BENCH_COUNT=N` (and `WAF_BENCH_CASE`, `WAF_BENCH_PARANOIA`):
+/// no criterion, N inspections of one case and nothing else, for counting
+/// instructions under valgrind (`load-tests/waf-instructions.sh`), a figure
+/// that does not move with the machine's load.
+fn main() {
+    let Some(count) = std::env::var("WAF_BENCH_COUNT")
+        .ok()
+        .and_then(|n| n.parse::<u64>().ok())
+    else {
+        benches();
+        Criterion::default().configure_from_args().final_summary();
+        return;
+    };
+    let paranoia = std::env::var("WAF_BENCH_PARANOIA")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1);
+    let name = std::env::var("WAF_BENCH_CASE").unwrap_or_default();
+    let Some(case) = CASES.iter().find(|c| c.name == name) else {
+        let names: Vec<_> = CASES.iter().map(|c| c.name).collect();
+        eprintln!("WAF_BENCH_CASE must be one of {names:?}");
+        std::process::exit(2);
+    };
+    let waf = load(paranoia);
+    // The same warm-up for every count: the memos filled as in a running proxy.
+    for visitor in 0..200 {
+        inspect(&waf, case, 1_000_000 + visitor);
+    }
+    for visitor in 0..count {
+        std::hint::black_box(inspect(&waf, case, visitor));
+    }
+}
 
 // Keeps the crate path in use when the bench is only type-checked.
 #[allow(dead_code)]

@@ -899,7 +899,8 @@ fn build_prefilter(rules: &mut [Rule]) -> Option<Prefilter> {
     }
 }
 
-/// Groups the rule heads that can be gated (`Gate`): prefiltered, not negated,
+/// Groups the rule heads that can be gated into gates of shared parts
+/// (`GatePart`, `Rule::gate`): prefiltered, not negated,
 /// reading request values only (no counts, no TX), and not multiMatch with
 /// transformations (those test intermediate values too). Exclusions added at
 /// run time (`ctl`, policy) only take values away, so a gate built without

@@ -228,9 +228,7 @@ impl Cache {
             let mut own = vec![0u64; words];
             for &part in &set.gates[index] {
                 let at = self.gate_part(set, prefilter, data, part);
-                for (word, b) in own.iter_mut().zip(&self.gate_bits[at..at + words]) {
-                    *word |= b;
-                }
+                or_into(&mut own, &self.gate_bits[at..at + words]);
             }
             self.gate_bits[entry * words..][..words].copy_from_slice(&own);
             self.gate_done[entry] = true;
@@ -263,19 +261,14 @@ impl Cache {
                 if !picked {
                     return true;
                 }
-                let or = |own: &mut [u64], bits: &[u64]| {
-                    for (word, b) in own.iter_mut().zip(bits) {
-                        *word |= b;
-                    }
-                };
                 if let Some(bits) = memo.get(part.transforms_key, value) {
-                    or(&mut own, bits);
+                    or_into(&mut own, bits);
                     return true;
                 }
                 let id = self.intern(part.transforms_key, &part.transforms, value);
                 let at = self.scanned(id, prefilter, value);
                 let bits = &self.bits[at..at + words];
-                or(&mut own, bits);
+                or_into(&mut own, bits);
                 memo.put(part.transforms_key, value, bits);
                 true
             });
@@ -354,6 +347,13 @@ impl ScanMemo {
 
 thread_local! {
     static SCAN_MEMO: std::cell::RefCell<ScanMemo> = std::cell::RefCell::new(ScanMemo::default());
+}
+
+/// Sets in `into` every bit set in `bits`.
+fn or_into(into: &mut [u64], bits: &[u64]) {
+    for (word, b) in into.iter_mut().zip(bits) {
+        *word |= b;
+    }
 }
 
 fn bit(words: &[u64], slot: usize) -> bool {

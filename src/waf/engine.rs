@@ -79,6 +79,10 @@ impl Tuning {
     }
 }
 
+/// A matched variable's name (`ARGS:q`): a collection's own name (`TX`
+/// for a count, the CRS's most common match) is not allocated.
+type VarName = Cow<'static, str>;
+
 /// Evaluation state of one request.
 #[derive(Debug)]
 struct State {
@@ -87,8 +91,9 @@ struct State {
     mode: EngineMode,
     processor: Option<String>,
     body_access: bool,
-    matched_var: (String, Vec<u8>),
-    matched_vars: Vec<(String, Vec<u8>)>,
+    /// The last matched variable: an index in `matched_vars`.
+    matched_var: Option<usize>,
+    matched_vars: Vec<(VarName, Vec<u8>)>,
     matches: Vec<Match>,
     block: Option<Block>,
     would_block: Option<Block>,
@@ -108,10 +113,12 @@ struct Cache {
     contents: Vec<Content>,
     /// The prefilter bits of scanned contents, `words` per content.
     bits: Vec<u64>,
-    /// Per gate part (`RuleSet::gate_parts`) then per gate, once computed in
-    /// this phase: the OR of the bits of all its values, `words` each.
+    /// Per gate part (`RuleSet::gate_parts`) then per gate: where its bits
+    /// (the OR of the bits of all its values) start in `gate_bits`, once
+    /// computed in this phase. Only the entries a request asks for are
+    /// computed: zeroing bits for every gate showed in profiles.
+    gate_at: Vec<u32>,
     gate_bits: Vec<u64>,
-    gate_done: Vec<bool>,
 }
 
 struct Content {
@@ -121,13 +128,24 @@ struct Content {
     bits_at: Option<usize>,
 }
 
+impl State {
+    /// MATCHED_VAR_NAME and MATCHED_VAR.
+    fn matched_var(&self) -> (&str, &[u8]) {
+        match self.matched_var.and_then(|i| self.matched_vars.get(i)) {
+            Some((name, value)) => (name, value),
+            None => ("", b""),
+        }
+    }
+}
+
 impl Cache {
     fn clear(&mut self) {
         self.by_chain.clear();
         self.by_value.clear();
         self.contents.clear();
         self.bits.clear();
-        self.gate_done.clear();
+        self.gate_at.clear();
+        self.gate_bits.clear();
     }
 
     /// The content `value` becomes under `rule`'s chain.
@@ -217,23 +235,20 @@ impl Cache {
     ) -> bool {
         let words = prefilter.words();
         let parts = set.gate_parts.len();
-        if self.gate_done.is_empty() {
-            let entries = parts + set.gates.len();
-            self.gate_done.resize(entries, false);
-            self.gate_bits.clear();
-            self.gate_bits.resize(entries * words, 0);
+        if self.gate_at.is_empty() {
+            self.gate_at.resize(parts + set.gates.len(), NOT_COMPUTED);
         }
         let entry = parts + index;
-        if !self.gate_done[entry] {
+        if self.gate_at[entry] == NOT_COMPUTED {
             let mut own = vec![0u64; words];
             for &part in &set.gates[index] {
                 let at = self.gate_part(set, prefilter, data, part);
                 or_into(&mut own, &self.gate_bits[at..at + words]);
             }
-            self.gate_bits[entry * words..][..words].copy_from_slice(&own);
-            self.gate_done[entry] = true;
+            self.gate_at[entry] = self.gate_bits.len() as u32;
+            self.gate_bits.extend_from_slice(&own);
         }
-        bit(&self.gate_bits[entry * words..][..words], slot)
+        bit(&self.gate_bits[self.gate_at[entry] as usize..], slot)
     }
 
     /// Where the bits of gate part `index` start in `gate_bits`.
@@ -245,9 +260,8 @@ impl Cache {
         index: usize,
     ) -> usize {
         let words = prefilter.words();
-        let at = index * words;
-        if self.gate_done[index] {
-            return at;
+        if self.gate_at[index] != NOT_COMPUTED {
+            return self.gate_at[index] as usize;
         }
         let part = &set.gate_parts[index];
         let collection = part.target.collection;
@@ -273,8 +287,9 @@ impl Cache {
                 true
             });
         });
-        self.gate_bits[at..at + words].copy_from_slice(&own);
-        self.gate_done[index] = true;
+        let at = self.gate_bits.len();
+        self.gate_at[index] = at as u32;
+        self.gate_bits.extend_from_slice(&own);
         at
     }
 }
@@ -349,6 +364,9 @@ thread_local! {
     static SCAN_MEMO: std::cell::RefCell<ScanMemo> = std::cell::RefCell::new(ScanMemo::default());
 }
 
+/// A gate entry not computed yet in this phase.
+const NOT_COMPUTED: u32 = u32::MAX;
+
 /// Sets in `into` every bit set in `bits`.
 fn or_into(into: &mut [u64], bits: &[u64]) {
     for (word, b) in into.iter_mut().zip(bits) {
@@ -401,6 +419,8 @@ pub struct Transaction {
     pub data: RequestData,
     state: State,
     cache: Cache,
+    /// An empty list of hits, its allocation kept for the next rule.
+    spare_hits: Vec<(VarName, Vec<u8>)>,
 }
 
 impl Transaction {
@@ -409,19 +429,22 @@ impl Transaction {
             set,
             data,
             state: State {
-                tx: HashMap::default(),
+                // Sized for the full CRS (about 150 variables): growing
+                // the map showed in profiles.
+                tx: HashMap::with_capacity_and_hasher(256, FastHash),
                 tuning,
                 mode,
                 processor: None,
                 body_access: true,
-                matched_var: Default::default(),
+                matched_var: None,
                 matched_vars: Vec::new(),
-                matches: Vec::new(),
+                matches: Vec::with_capacity(64),
                 block: None,
                 would_block: None,
                 allowed: false,
             },
             cache: Cache::default(),
+            spare_hits: Vec::new(),
         }
     }
 
@@ -566,12 +589,17 @@ impl Transaction {
     fn evaluate_chain(&mut self, head: &Rule) -> bool {
         let exclusions = self.state.tuning.exclusions_for(head);
         let detect_only = self.state.tuning.detect_only(head);
+        // Rules that neither log nor decide (CRS bookkeeping: most of a
+        // request's matches) are not described: nobody reads it.
+        let described = head.log || head.disruptive != Disruptive::Pass;
         let mut link = Some(head);
-        let mut fired = Vec::new();
+        let mut first = None;
         let mut names: Vec<String> = Vec::new();
         while let Some(rule) = link {
-            match self.evaluate(rule, head, &exclusions) {
-                Some(m) => fired.push(m),
+            let describe_link = described && first.is_none();
+            match self.evaluate(rule, head, &exclusions, describe_link) {
+                Some(m) if first.is_none() => first = Some(m),
+                Some(_) => {}
                 None => return false,
             }
             // As in ModSecurity, a link's variables are set as soon as it
@@ -584,23 +612,26 @@ impl Transaction {
                 .iter()
                 .any(|s| s.uses_matched_var() || (rule.capture && s.uses_capture()));
             if per_match && self.state.matched_vars.len() > 1 {
-                let last = self.state.matched_var.clone();
-                for hit in self.state.matched_vars.clone() {
+                let last = self.state.matched_var;
+                for i in 0..self.state.matched_vars.len() {
                     if rule.capture {
-                        if let Some(found) = rule.operator.matches(&hit.1, b"", true) {
+                        let value = &self.state.matched_vars[i].1;
+                        if let Some(found) = rule.operator.matches(value, b"", true) {
                             self.set_captures(found);
                         }
                     }
-                    self.state.matched_var = hit;
+                    self.state.matched_var = Some(i);
                     self.setvars(rule, head, detect_only);
                 }
                 self.state.matched_var = last;
             } else {
                 self.setvars(rule, head, detect_only);
             }
-            for (name, _) in &self.state.matched_vars {
-                if !names.contains(name) {
-                    names.push(name.clone());
+            if described {
+                for (name, _) in &self.state.matched_vars {
+                    if !names.iter().any(|n| n == name) {
+                        names.push(name.to_string());
+                    }
                 }
             }
             link = rule.chain.as_deref();
@@ -612,10 +643,7 @@ impl Transaction {
             }
             link = rule.chain.as_deref();
         }
-        let (target, fragment) = fired.into_iter().next().unwrap_or_default();
-        // Rules that neither log nor decide (CRS bookkeeping: most of a
-        // request's matches) are not described: nobody reads it.
-        let described = head.log || head.disruptive != Disruptive::Pass;
+        let (target, fragment) = first.unwrap_or_default();
         let describe = |m: &Option<Macro>| match m {
             Some(m) if described => lossy(&self.expand(m, head)),
             _ => String::new(),
@@ -651,12 +679,14 @@ impl Transaction {
         true
     }
 
-    /// One link: returns the first matched (target name, fragment).
+    /// One link: whether it matched, with the first matched (target name,
+    /// fragment) when `describe` asks for it (else empty).
     fn evaluate(
         &mut self,
         rule: &Rule,
         head: &Rule,
         exclusions: &[TargetExclusion],
+        describe: bool,
     ) -> Option<(String, Vec<u8>)> {
         let param = rule
             .operator
@@ -670,7 +700,8 @@ impl Transaction {
             state: &mut self.state,
             cache: &mut self.cache,
             prefilter: self.set.prefilter.as_ref(),
-            hits: Vec::new(),
+            hits: std::mem::take(&mut self.spare_hits),
+            describe,
             first: None,
             count: 0,
         };
@@ -679,13 +710,14 @@ impl Transaction {
         }
         let Visit { hits, first, .. } = visit;
         if hits.is_empty() {
+            self.spare_hits = hits;
             return None;
         }
-        if let Some(last) = hits.last() {
-            self.state.matched_var = last.clone();
-        }
-        self.state.matched_vars = hits;
-        first
+        self.state.matched_var = Some(hits.len() - 1);
+        // The previous list's allocation serves the next rule.
+        self.spare_hits = std::mem::replace(&mut self.state.matched_vars, hits);
+        self.spare_hits.clear();
+        Some(first.unwrap_or_default())
     }
 
     fn setvars(&mut self, rule: &Rule, head: &Rule, detect_only: bool) {
@@ -718,8 +750,8 @@ impl Transaction {
                 self.state.tx.remove(name);
             }
             SetOp::Set(value) => {
-                let value = self.expand(value, rule).into_owned();
-                self.put_tx(name, value);
+                let value = self.expand(value, rule);
+                self.put_tx(name, &value);
             }
             SetOp::Add(value) | SetOp::Sub(value) => {
                 let delta = self.expand_number(value, rule);
@@ -729,18 +761,23 @@ impl Transaction {
                     delta
                 };
                 let current = self.state.tx.get(name).map(|v| atoi(v)).unwrap_or(0);
-                let sum = current.saturating_add(delta).to_string().into_bytes();
-                self.put_tx(name, sum);
+                let mut digits = itoa::Buffer::new();
+                let sum = digits.format(current.saturating_add(delta));
+                self.put_tx(name, sum.as_bytes());
             }
         }
     }
 
-    /// Sets a TX variable, reusing the key when it exists.
-    fn put_tx(&mut self, name: &str, value: Vec<u8>) {
+    /// Sets a TX variable, reusing the key and the value's buffer when it
+    /// exists (the CRS rewrites its scores and counters all along).
+    fn put_tx(&mut self, name: &str, value: &[u8]) {
         match self.state.tx.get_mut(name) {
-            Some(slot) => *slot = value,
+            Some(slot) => {
+                slot.clear();
+                slot.extend_from_slice(value);
+            }
             None => {
-                self.state.tx.insert(name.to_string(), value);
+                self.state.tx.insert(name.to_string(), value.to_vec());
             }
         }
     }
@@ -811,8 +848,8 @@ impl Transaction {
                 .severity
                 .map(|s| severity_name(s).as_bytes().to_vec())
                 .unwrap_or_default(),
-            ("MATCHED_VAR", _) => self.state.matched_var.1.clone(),
-            ("MATCHED_VAR_NAME", _) => self.state.matched_var.0.clone().into_bytes(),
+            ("MATCHED_VAR", _) => self.state.matched_var().1.to_vec(),
+            ("MATCHED_VAR_NAME", _) => self.state.matched_var().0.as_bytes().to_vec(),
             (other, key) => {
                 let Some(c) = Collection::parse(other) else {
                     return Vec::new();
@@ -839,7 +876,9 @@ struct Visit<'a> {
     state: &'a mut State,
     cache: &'a mut Cache,
     prefilter: Option<&'a Prefilter>,
-    hits: Vec<(String, Vec<u8>)>,
+    hits: Vec<(VarName, Vec<u8>)>,
+    /// Whether the first hit's name and fragment are wanted (in `first`).
+    describe: bool,
     first: Option<(String, Vec<u8>)>,
     count: usize,
 }
@@ -929,16 +968,24 @@ impl Visit<'_> {
                 .filter(|(k, _)| only.is_none_or(|s| s.matches(k)))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
-            Collection::MatchedVar => vec![(String::new(), self.state.matched_var.1.clone())],
+            Collection::MatchedVar => vec![(String::new(), self.state.matched_var().1.to_vec())],
             Collection::MatchedVarName => {
-                vec![(String::new(), self.state.matched_var.0.clone().into_bytes())]
+                vec![(
+                    String::new(),
+                    self.state.matched_var().0.as_bytes().to_vec(),
+                )]
             }
-            Collection::MatchedVars => self.state.matched_vars.clone(),
+            Collection::MatchedVars => self
+                .state
+                .matched_vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
             Collection::MatchedVarsNames => self
                 .state
                 .matched_vars
                 .iter()
-                .map(|(k, _)| (k.clone(), k.clone().into_bytes()))
+                .map(|(k, _)| (k.to_string(), k.as_bytes().to_vec()))
                 .collect(),
             _ => {
                 data.each(collection, &mut |k, v| each(self, k, v));
@@ -1035,14 +1082,17 @@ impl Visit<'_> {
             _ => return false,
         };
         // Built by hand: `format!` showed in profiles (one name per hit).
-        let mut name = String::with_capacity(collection.name().len() + 1 + key.len());
-        name.push_str(collection.name());
-        if !key.is_empty() {
+        let name: VarName = if key.is_empty() {
+            Cow::Borrowed(collection.name())
+        } else {
+            let mut name = String::with_capacity(collection.name().len() + 1 + key.len());
+            name.push_str(collection.name());
             name.push(':');
             name.push_str(key);
-        }
-        if self.first.is_none() {
-            self.first = Some((name.clone(), fragment));
+            Cow::Owned(name)
+        };
+        if self.describe && self.first.is_none() {
+            self.first = Some((name.to_string(), fragment));
         }
         self.hits.push((name, value.to_vec()));
         true

@@ -240,32 +240,44 @@ impl Cache {
         }
         let entry = parts + index;
         if self.gate_at[entry] == NOT_COMPUTED {
-            let mut own = vec![0u64; words];
-            for &part in &set.gates[index] {
-                let at = self.gate_part(set, prefilter, data, part);
-                or_into(&mut own, &self.gate_bits[at..at + words]);
+            let parts = &set.gates[index];
+            for &part in parts {
+                self.gate_part(set, prefilter, data, part);
             }
-            self.gate_at[entry] = self.gate_bits.len() as u32;
-            self.gate_bits.extend_from_slice(&own);
+            self.gate_at[entry] = match parts[..] {
+                // A gate of one part is that part.
+                [part] => self.gate_at[part],
+                _ => {
+                    let at = self.gate_bits.len();
+                    self.gate_bits.resize(at + words, 0);
+                    let (computed, own) = self.gate_bits.split_at_mut(at);
+                    for &part in parts {
+                        let from = self.gate_at[part] as usize;
+                        or_into(own, &computed[from..from + words]);
+                    }
+                    at as u32
+                }
+            };
         }
         bit(&self.gate_bits[self.gate_at[entry] as usize..], slot)
     }
 
-    /// Where the bits of gate part `index` start in `gate_bits`.
+    /// Computes the bits of gate part `index` (in `gate_bits`, at `gate_at`).
     fn gate_part(
         &mut self,
         set: &RuleSet,
         prefilter: &Prefilter,
         data: &RequestData,
         index: usize,
-    ) -> usize {
+    ) {
         let words = prefilter.words();
         if self.gate_at[index] != NOT_COMPUTED {
-            return self.gate_at[index] as usize;
+            return;
         }
         let part = &set.gate_parts[index];
         let collection = part.target.collection;
-        let mut own = vec![0u64; words];
+        let at = self.gate_bits.len();
+        self.gate_bits.resize(at + words, 0);
         SCAN_MEMO.with(|memo| {
             let mut memo = memo.borrow_mut();
             memo.serve(prefilter);
@@ -276,21 +288,18 @@ impl Cache {
                     return true;
                 }
                 if let Some(bits) = memo.get(part.transforms_key, value) {
-                    or_into(&mut own, bits);
+                    or_into(&mut self.gate_bits[at..at + words], bits);
                     return true;
                 }
                 let id = self.intern(part.transforms_key, &part.transforms, value);
-                let at = self.scanned(id, prefilter, value);
-                let bits = &self.bits[at..at + words];
-                or_into(&mut own, bits);
+                let from = self.scanned(id, prefilter, value);
+                let bits = &self.bits[from..from + words];
+                or_into(&mut self.gate_bits[at..at + words], bits);
                 memo.put(part.transforms_key, value, bits);
                 true
             });
         });
-        let at = self.gate_bits.len();
         self.gate_at[index] = at as u32;
-        self.gate_bits.extend_from_slice(&own);
-        at
     }
 }
 
@@ -328,7 +337,7 @@ impl ScanMemo {
 
     fn key(chain: usize, value: &[u8]) -> u64 {
         use std::hash::{BuildHasher, Hasher};
-        let mut hasher = FastHash.build_hasher();
+        let mut hasher = FastHash::default().build_hasher();
         hasher.write_usize(chain);
         hasher.write(value);
         hasher.finish()
@@ -380,38 +389,9 @@ fn bit(words: &[u64], slot: usize) -> bool {
         .is_some_and(|w| w & (1 << (slot % 64)) != 0)
 }
 
-/// A multiply-rotate hasher for the engine's small per-request maps: keys
-/// come from the rules and the engine, and SipHash's cost showed in profiles.
-#[derive(Default, Clone, Copy)]
-struct FastHash;
-
-impl std::hash::BuildHasher for FastHash {
-    type Hasher = FastHasher;
-    fn build_hasher(&self) -> FastHasher {
-        FastHasher(0)
-    }
-}
-
-struct FastHasher(u64);
-
-impl std::hash::Hasher for FastHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(word));
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-}
+/// The hasher of the engine's per-request maps and memos: keys come from
+/// the rules and the engine, and SipHash's cost showed in profiles.
+pub(crate) type FastHash = foldhash::fast::FixedState;
 
 /// A request under inspection.
 pub struct Transaction {
@@ -431,7 +411,7 @@ impl Transaction {
             state: State {
                 // Sized for the full CRS (about 150 variables): growing
                 // the map showed in profiles.
-                tx: HashMap::with_capacity_and_hasher(256, FastHash),
+                tx: HashMap::with_capacity_and_hasher(256, FastHash::default()),
                 tuning,
                 mode,
                 processor: None,

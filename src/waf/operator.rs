@@ -544,7 +544,7 @@ fn bad_url_encoding(value: &[u8]) -> bool {
 /// runs on them. The answer depends on the bytes alone, so it is reused
 /// as is; the memo is bounded and starts over when full.
 struct Memo<T> {
-    answers: HashMap<Box<[u8]>, T>,
+    answers: HashMap<Box<[u8]>, T, super::engine::FastHash>,
 }
 
 impl<T: Clone> Memo<T> {
@@ -553,7 +553,7 @@ impl<T: Clone> Memo<T> {
 
     fn new() -> Self {
         Memo {
-            answers: HashMap::new(),
+            answers: HashMap::default(),
         }
     }
 

@@ -172,6 +172,9 @@ pub struct RuleSet {
     /// list of indexes in `gate_parts`.
     pub gates: Vec<Vec<usize>>,
     pub gate_parts: Vec<GatePart>,
+    /// Where every request stands after the request-independent rules that
+    /// open phase 1, worked out by the first request.
+    pub prelude: std::sync::OnceLock<Option<super::engine::Prelude>>,
 }
 
 /// One target of a group of rules, with the exclusions that apply to its

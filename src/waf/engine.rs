@@ -51,6 +51,15 @@ pub struct Tuning {
 }
 
 impl Tuning {
+    fn is_empty(&self) -> bool {
+        self.removed_ids.is_empty()
+            && self.removed_tags.is_empty()
+            && self.targets_by_id.is_empty()
+            && self.targets_by_tag.is_empty()
+            && self.detect_ids.is_empty()
+            && self.detect_tags.is_empty()
+    }
+
     fn removes(&self, rule: &Rule) -> bool {
         self.removed_ids.iter().any(|r| r.contains(rule.id))
             || self.removed_tags.iter().any(|t| rule.has_tag(t))
@@ -393,6 +402,47 @@ fn bit(words: &[u64], slot: usize) -> bool {
 /// the rules and the engine, and SipHash's cost showed in profiles.
 pub(crate) type FastHash = foldhash::fast::FixedState;
 
+/// The state every request reaches after the rules that open phase 1 and
+/// read nothing of the request (`Rule::is_request_independent`): the CRS's
+/// setup and initialization, some 30 rules that set the same ~70 TX
+/// variables for every request. A request starts from a copy of it instead
+/// of running them again.
+#[derive(Debug)]
+pub struct Prelude {
+    /// Where phase 1 goes on.
+    resume_at: usize,
+    tx: HashMap<String, Vec<u8>, FastHash>,
+    matches: Vec<Match>,
+    matched_var: Option<usize>,
+    matched_vars: Vec<(VarName, Vec<u8>)>,
+}
+
+impl Prelude {
+    fn compute(set: Arc<RuleSet>) -> Option<Prelude> {
+        let data = RequestData::new(super::request::Head::default());
+        let mut tx = Transaction::without_prelude(set, data, EngineMode::On, Tuning::default());
+        let resume_at = tx.run_from(1, 0, true);
+        // A rule of the prelude that decides or logs (CRS 901001 when the
+        // setup file is missing) does so for every request: such a rule set
+        // runs in full for every request, as without a prelude.
+        let s = &tx.state;
+        if s.block.is_some()
+            || s.would_block.is_some()
+            || s.allowed
+            || s.matches.iter().any(|m| m.log)
+        {
+            return None;
+        }
+        (resume_at > 0).then(|| Prelude {
+            resume_at,
+            tx: tx.state.tx,
+            matches: tx.state.matches,
+            matched_var: tx.state.matched_var,
+            matched_vars: tx.state.matched_vars,
+        })
+    }
+}
+
 /// A request under inspection.
 pub struct Transaction {
     set: Arc<RuleSet>,
@@ -401,10 +451,53 @@ pub struct Transaction {
     cache: Cache,
     /// An empty list of hits, its allocation kept for the next rule.
     spare_hits: Vec<(VarName, Vec<u8>)>,
+    /// Where phase 1 starts (past the prelude).
+    resume_at: usize,
 }
 
 impl Transaction {
+    /// A transaction that starts from the rule set's prelude when the
+    /// request's tuning leaves the prelude's rules alone (policy exclusions
+    /// may remove or relax them).
     pub fn new(set: Arc<RuleSet>, data: RequestData, mode: EngineMode, tuning: Tuning) -> Self {
+        let untuned = tuning.is_empty();
+        let mut tx = Self::without_prelude(set.clone(), data, mode, tuning);
+        let prelude = set.prelude.get_or_init(|| Prelude::compute(set.clone()));
+        if let (Some(prelude), true) = (prelude, untuned) {
+            tx.resume_at = prelude.resume_at;
+            tx.state.tx.clone_from(&prelude.tx);
+            tx.state.matches.extend(prelude.matches.iter().cloned());
+            tx.state.matched_var = prelude.matched_var;
+            tx.state.matched_vars.clone_from(&prelude.matched_vars);
+            // A SecAction of the prelude matched the UNIQUE_ID of the
+            // request the prelude ran on: it is this request's.
+            if tx
+                .state
+                .matched_vars
+                .iter()
+                .any(|(name, _)| name == "UNIQUE_ID")
+            {
+                let mut id = Vec::new();
+                tx.data.each(Collection::UniqueId, &mut |_, value| {
+                    id = value.to_vec();
+                    false
+                });
+                for (name, value) in &mut tx.state.matched_vars {
+                    if name == "UNIQUE_ID" {
+                        value.clone_from(&id);
+                    }
+                }
+            }
+        }
+        tx
+    }
+
+    fn without_prelude(
+        set: Arc<RuleSet>,
+        data: RequestData,
+        mode: EngineMode,
+        tuning: Tuning,
+    ) -> Self {
         Transaction {
             set,
             data,
@@ -425,23 +518,35 @@ impl Transaction {
             },
             cache: Cache::default(),
             spare_hits: Vec::new(),
+            resume_at: 0,
         }
     }
 
     /// Runs phase 1 (request headers) or 2 (request body).
     pub fn run_phase(&mut self, phase: usize) {
+        let from = if phase == 1 {
+            std::mem::take(&mut self.resume_at)
+        } else {
+            0
+        };
+        self.run_from(phase, from, false);
+    }
+
+    /// Runs the items of `phase` from index `i`. With `independent_only`,
+    /// stops before the first rule that depends on the request and returns
+    /// its index.
+    fn run_from(&mut self, phase: usize, mut i: usize, independent_only: bool) -> usize {
         self.cache.clear();
         let set = self.set.clone();
         let Some(items) = set.phases.get(phase) else {
-            return;
+            return 0;
         };
-        let mut i = 0;
         while i < items.len() {
             if self.state.block.is_some()
                 || self.state.allowed
                 || self.state.mode == EngineMode::Off
             {
-                return;
+                return items.len();
             }
             let Item::Rule(index) = &items[i] else {
                 i += 1;
@@ -451,6 +556,9 @@ impl Transaction {
                 i += 1;
                 continue;
             };
+            if independent_only && !rule.is_request_independent() {
+                return i;
+            }
             i += 1;
             if self.state.tuning.removes(rule) {
                 continue;
@@ -483,6 +591,7 @@ impl Transaction {
                 }
             }
         }
+        i
     }
 
     /// Sets the body the policy lets us inspect and parses it.

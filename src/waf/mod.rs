@@ -656,4 +656,85 @@ SecRule ARGS|!ARGS:skip "@rx (?i)union\s+select" "id:7,phase:2,pass,t:none,t:url
             assert_eq!(&a[..], *expected, "{uri} {body:?}");
         }
     }
+
+    /// The rules that open phase 1 and read nothing of the request run once
+    /// per rule set: every request starts from their result, which must be
+    /// what running them would give.
+    #[test]
+    fn requests_start_from_the_prelude_exactly_as_if_they_ran_it() {
+        const RULES: &str = r#"
+SecAction "id:10,phase:1,pass,nolog,setvar:tx.score=0,setvar:tx.limit=3"
+SecRule &TX:word "@eq 0" "id:11,phase:1,pass,nolog,setvar:tx.word=evil"
+SecRule TX:limit "@lt 2" "id:12,phase:1,pass,nolog,skipAfter:END-SETUP"
+SecAction "id:13,phase:1,pass,nolog,setvar:tx.score=+1"
+SecMarker "END-SETUP"
+SecRule ARGS "@contains %{tx.word}" "id:14,phase:1,pass,log,setvar:tx.score=+5"
+SecRule TX:score "@ge 5" "id:15,phase:1,deny,log"
+SecAction "id:16,phase:1,pass,nolog,setvar:tx.late=%{tx.score}"
+SecRule &TX:late "@eq 1" "id:17,phase:2,pass,log"
+"#;
+        let with_prelude = load(RULES);
+        let without = {
+            let mut loader = compile::Loader::default();
+            loader.load_text("test.conf", RULES, Path::new("."));
+            let (set, errors, _) = loader.finish();
+            assert!(errors.is_empty(), "{errors:?}");
+            let mut set = set.unwrap();
+            set.prelude = std::sync::OnceLock::from(None);
+            Arc::new(set)
+        };
+        let cases: &[(&str, &[u32], i64)] = &[
+            ("/?q=fine", &[10, 11, 13, 16, 17], 1),
+            ("/?q=pure+evil", &[10, 11, 13, 14, 15], 6),
+        ];
+        for (uri, expected, score) in cases {
+            let a = request(&with_prelude, uri, None);
+            let b = request(&without, uri, None);
+            assert_eq!(
+                ids(&a),
+                ids(&b),
+                "{uri}: with and without the prelude differ"
+            );
+            assert_eq!(ids(&a), *expected, "{uri}");
+            assert_eq!(
+                (a.tx("score"), a.tx("limit")),
+                (b.tx("score"), b.tx("limit"))
+            );
+            assert_eq!(a.tx("score"), *score, "{uri}");
+        }
+        assert!(
+            matches!(with_prelude.prelude.get(), Some(Some(_))),
+            "rules 10 to 13 make a prelude"
+        );
+        // A request whose tuning removes a prelude rule runs them all.
+        let mut tuning = Tuning::default();
+        tuning.removed_ids.push(IdRange { from: 13, to: 13 });
+        let mut tx = Transaction::new(
+            with_prelude.clone(),
+            RequestData::new(Head {
+                method: "GET".into(),
+                raw_uri: b"/?q=fine".to_vec(),
+                protocol: "HTTP/1.1".into(),
+                ..Head::default()
+            }),
+            EngineMode::On,
+            tuning,
+        );
+        tx.run_phase(1);
+        assert_eq!(ids(&tx), [10, 11, 16]);
+        assert_eq!(tx.tx("score"), 0);
+        // A request-independent rule that blocks blocks every request.
+        let always = load(
+            r#"
+SecRule &TX:crs_setup_version "@eq 0" "id:20,phase:1,deny,log"
+SecRule ARGS "@contains x" "id:21,phase:1,pass,log"
+"#,
+        );
+        for _ in 0..2 {
+            let tx = request(&always, "/?q=x", None);
+            assert_eq!(ids(&tx), [20]);
+            assert!(tx.blocked().is_some());
+        }
+        assert!(matches!(always.prelude.get(), Some(None)));
+    }
 }

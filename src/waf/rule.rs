@@ -465,6 +465,41 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// Whether this rule, with its chain, gives every request the same
+    /// result: it reads only TX variables and constants and runs no `ctl`
+    /// (the CRS's initialization: defaults, score counters).
+    pub fn is_request_independent(&self) -> bool {
+        let constant = |m: &Macro| {
+            m.parts.iter().all(|p| match p {
+                MacroPart::Text(_) => true,
+                MacroPart::Var(collection, _) => collection == "TX" || collection == "RULE",
+            })
+        };
+        let mut link = Some(self);
+        while let Some(rule) = link {
+            // SecAction matches the request's UNIQUE_ID without reading it;
+            // the engine puts the request's own id in MATCHED_VAR.
+            let unconditional = matches!(rule.operator, Operator::Unconditional);
+            let independent = rule.targets.iter().all(|t| {
+                t.collection == Collection::Tx
+                    || (unconditional && t.collection == Collection::UniqueId)
+            }) && rule.operator.param().is_none_or(constant)
+                && rule.setvars.iter().all(|s| {
+                    constant(&s.name)
+                        && match &s.op {
+                            SetOp::Set(v) | SetOp::Add(v) | SetOp::Sub(v) => constant(v),
+                            SetOp::Delete => true,
+                        }
+                })
+                && rule.ctls.is_empty();
+            if !independent {
+                return false;
+            }
+            link = rule.chain.as_deref();
+        }
+        true
+    }
+
     pub fn has_tag(&self, tag: &str) -> bool {
         self.tags.iter().any(|t| t == tag)
     }

@@ -430,10 +430,11 @@ impl Prelude {
             || s.would_block.is_some()
             || s.allowed
             || s.matches.iter().any(|m| m.log)
+            || resume_at == 0
         {
             return None;
         }
-        (resume_at > 0).then(|| Prelude {
+        Some(Prelude {
             resume_at,
             tx: tx.state.tx,
             matches: tx.state.matches,

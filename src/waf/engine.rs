@@ -404,7 +404,7 @@ pub(crate) type FastHash = foldhash::fast::FixedState;
 
 /// The state every request reaches after the rules that open phase 1 and
 /// read nothing of the request (`Rule::is_request_independent`): the CRS's
-/// setup and initialization, some 30 rules that set the same ~70 TX
+/// setup and initialization, about 20 rules that set the same ~45 TX
 /// variables for every request. A request starts from a copy of it instead
 /// of running them again.
 #[derive(Debug)]

@@ -368,12 +368,16 @@ fn conf_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
 mod tests {
     use super::*;
 
-    fn load(text: &str) -> Arc<compile::RuleSet> {
+    fn compiled(text: &str) -> compile::RuleSet {
         let mut loader = compile::Loader::default();
         loader.load_text("test.conf", text, Path::new("."));
         let (set, errors, _) = loader.finish();
         assert!(errors.is_empty(), "{errors:?}");
-        Arc::new(set.unwrap())
+        set.unwrap()
+    }
+
+    fn load(text: &str) -> Arc<compile::RuleSet> {
+        Arc::new(compiled(text))
     }
 
     fn request(set: &Arc<compile::RuleSet>, uri: &str, body: Option<(&str, &str)>) -> Transaction {
@@ -617,11 +621,7 @@ SecRule ARGS|!ARGS:skip "@rx (?i)union\s+select" "id:7,phase:2,pass,t:none,t:url
 "#;
         let gated = load(RULES);
         let ungated = {
-            let mut loader = compile::Loader::default();
-            loader.load_text("test.conf", RULES, Path::new("."));
-            let (set, errors, _) = loader.finish();
-            assert!(errors.is_empty(), "{errors:?}");
-            let mut set = set.unwrap();
+            let mut set = compiled(RULES);
             for rule in &mut set.rules {
                 rule.gate = None;
             }
@@ -675,11 +675,7 @@ SecRule &TX:late "@eq 1" "id:17,phase:2,pass,log"
 "#;
         let with_prelude = load(RULES);
         let without = {
-            let mut loader = compile::Loader::default();
-            loader.load_text("test.conf", RULES, Path::new("."));
-            let (set, errors, _) = loader.finish();
-            assert!(errors.is_empty(), "{errors:?}");
-            let mut set = set.unwrap();
+            let mut set = compiled(RULES);
             set.prelude = std::sync::OnceLock::from(None);
             Arc::new(set)
         };

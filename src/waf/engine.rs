@@ -472,21 +472,11 @@ impl Transaction {
             tx.state.matched_vars.clone_from(&prelude.matched_vars);
             // A SecAction of the prelude matched the UNIQUE_ID of the
             // request the prelude ran on: it is this request's.
-            if tx
-                .state
-                .matched_vars
-                .iter()
-                .any(|(name, _)| name == "UNIQUE_ID")
-            {
-                let mut id = Vec::new();
-                tx.data.each(Collection::UniqueId, &mut |_, value| {
-                    id = value.to_vec();
-                    false
-                });
-                for (name, value) in &mut tx.state.matched_vars {
-                    if name == "UNIQUE_ID" {
-                        value.clone_from(&id);
-                    }
+            let id = tx.data.head.request_id.as_bytes();
+            for (name, value) in &mut tx.state.matched_vars {
+                if name == "UNIQUE_ID" {
+                    value.clear();
+                    value.extend_from_slice(id);
                 }
             }
         }

@@ -668,6 +668,7 @@ SecRule &TX:word "@eq 0" "id:11,phase:1,pass,nolog,setvar:tx.word=evil"
 SecRule TX:limit "@lt 2" "id:12,phase:1,pass,nolog,skipAfter:END-SETUP"
 SecAction "id:13,phase:1,pass,nolog,setvar:tx.score=+1"
 SecMarker "END-SETUP"
+SecRule MATCHED_VAR "@streq req-7" "id:18,phase:1,pass,nolog"
 SecRule ARGS "@contains %{tx.word}" "id:14,phase:1,pass,log,setvar:tx.score=+5"
 SecRule TX:score "@ge 5" "id:15,phase:1,deny,log"
 SecAction "id:16,phase:1,pass,nolog,setvar:tx.late=%{tx.score}"
@@ -702,6 +703,24 @@ SecRule &TX:late "@eq 1" "id:17,phase:2,pass,log"
             matches!(with_prelude.prelude.get(), Some(Some(_))),
             "rules 10 to 13 make a prelude"
         );
+        // After the prelude, MATCHED_VAR is this request's UNIQUE_ID (what
+        // SecAction 13 matched), not the one the prelude ran with.
+        for set in [&with_prelude, &without] {
+            let mut tx = Transaction::new(
+                set.clone(),
+                RequestData::new(Head {
+                    method: "GET".into(),
+                    raw_uri: b"/".to_vec(),
+                    protocol: "HTTP/1.1".into(),
+                    request_id: "req-7".into(),
+                    ..Head::default()
+                }),
+                EngineMode::On,
+                Tuning::default(),
+            );
+            tx.run_phase(1);
+            assert_eq!(ids(&tx), [10, 11, 13, 18, 16]);
+        }
         // A request whose tuning removes a prelude rule runs them all.
         let mut tuning = Tuning::default();
         tuning.removed_ids.push(IdRange { from: 13, to: 13 });

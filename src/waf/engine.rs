@@ -103,6 +103,9 @@ struct State {
     /// The last matched variable: an index in `matched_vars`.
     matched_var: Option<usize>,
     matched_vars: Vec<(VarName, Vec<u8>)>,
+    /// For a rule that captures: what each of `matched_vars` captured
+    /// (`None` for a negated operator's hit).
+    captured: Vec<Option<Hit>>,
     matches: Vec<Match>,
     block: Option<Block>,
     would_block: Option<Block>,
@@ -138,6 +141,30 @@ struct Content {
 }
 
 impl State {
+    /// TX:0 (the match) to TX:9 (its groups), rewritten in place: CRS rules
+    /// that capture run for every header or argument.
+    fn set_captures(&mut self, hit: &Hit) {
+        const NAMES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+        let values = std::iter::once(&hit.fragment).chain(&hit.groups);
+        for (name, value) in NAMES.iter().zip(values) {
+            self.put_tx(name, value);
+        }
+    }
+
+    /// Sets a TX variable, reusing the key and the value's buffer when it
+    /// exists (the CRS rewrites its scores and counters all along).
+    fn put_tx(&mut self, name: &str, value: &[u8]) {
+        match self.tx.get_mut(name) {
+            Some(slot) => {
+                slot.clear();
+                slot.extend_from_slice(value);
+            }
+            None => {
+                self.tx.insert(name.to_string(), value.to_vec());
+            }
+        }
+    }
+
     /// MATCHED_VAR_NAME and MATCHED_VAR.
     fn matched_var(&self) -> (&str, &[u8]) {
         match self.matched_var.and_then(|i| self.matched_vars.get(i)) {
@@ -164,7 +191,7 @@ impl Cache {
 
     /// The content of `value` untransformed.
     fn raw_content(&mut self, value: &[u8]) -> usize {
-        self.intern(usize::MAX, &[], value)
+        self.intern(RAW_CHAIN, &[], value)
     }
 
     fn intern(&mut self, chain_key: usize, chain: &[Transform], value: &[u8]) -> usize {
@@ -199,31 +226,48 @@ impl Cache {
         id
     }
 
-    /// Whether one of the literals of prefilter slot `slot` occurs in content `id`.
-    fn may_match(&mut self, id: usize, slot: usize, prefilter: &Prefilter, value: &[u8]) -> bool {
-        let at = self.scanned(id, prefilter, value);
+    /// Whether one of the literals of prefilter slot `slot` occurs in
+    /// content `id`, made from `value` by chain `chain`.
+    fn may_match(
+        &mut self,
+        id: usize,
+        chain: usize,
+        slot: usize,
+        prefilter: &Prefilter,
+        value: &[u8],
+    ) -> bool {
+        let at = self.scanned(id, chain, prefilter, value);
         bit(&self.bits[at..], slot)
     }
 
-    /// Records the bits of content `id`, made from `value` by chain `chain`,
-    /// for the next requests.
-    fn remember(&self, id: usize, chain: usize, prefilter: &Prefilter, value: &[u8]) {
-        let Some(at) = self.contents[id].bits_at else {
-            return;
-        };
-        SCAN_MEMO.with(|memo| {
-            let mut memo = memo.borrow_mut();
-            memo.serve(prefilter);
-            memo.put(chain, value, &self.bits[at..at + prefilter.words()]);
-        });
-    }
-
-    /// Where the bits of content `id` (made from `value`) start, scanning it
-    /// the first time.
-    fn scanned(&mut self, id: usize, prefilter: &Prefilter, value: &[u8]) -> usize {
+    /// Where the bits of content `id` (made from `value` by chain `chain`)
+    /// start: this request's, else an earlier request's (the memo), else a
+    /// new scan. A value whose scan says "maybe" for some rule used to be
+    /// scanned again on every request: the overlapping scan of all the
+    /// literals is the prefilter's costliest step.
+    fn scanned(&mut self, id: usize, chain: usize, prefilter: &Prefilter, value: &[u8]) -> usize {
         if let Some(at) = self.contents[id].bits_at {
             return at;
         }
+        SCAN_MEMO.with(|memo| {
+            let mut memo = memo.borrow_mut();
+            memo.serve(prefilter);
+            if let Some(bits) = memo.get(chain, value) {
+                let at = self.bits.len();
+                self.bits.extend_from_slice(bits);
+                self.contents[id].bits_at = Some(at);
+                return at;
+            }
+            let at = self.scan(id, prefilter, value);
+            memo.put(chain, value, &self.bits[at..]);
+            at
+        })
+    }
+
+    /// Scans content `id` (made from `value`) into new bits at the end of
+    /// `bits` (shared by every chain that makes the same content); returns
+    /// where they start.
+    fn scan(&mut self, id: usize, prefilter: &Prefilter, value: &[u8]) -> usize {
         let at = self.bits.len();
         self.bits.resize(at + prefilter.words(), 0);
         let scanned = self.contents[id].bytes.as_deref().unwrap_or(value);
@@ -301,7 +345,10 @@ impl Cache {
                     return true;
                 }
                 let id = self.intern(part.transforms_key, &part.transforms, value);
-                let from = self.scanned(id, prefilter, value);
+                let from = match self.contents[id].bits_at {
+                    Some(from) => from,
+                    None => self.scan(id, prefilter, value),
+                };
                 let bits = &self.bits[from..from + words];
                 or_into(&mut self.gate_bits[at..at + words], bits);
                 memo.put(part.transforms_key, value, bits);
@@ -381,6 +428,9 @@ impl ScanMemo {
 thread_local! {
     static SCAN_MEMO: std::cell::RefCell<ScanMemo> = std::cell::RefCell::new(ScanMemo::default());
 }
+
+/// The chain key of values as they are (`Cache::raw_content`).
+const RAW_CHAIN: usize = usize::MAX;
 
 /// A gate entry not computed yet in this phase.
 const NOT_COMPUTED: u32 = u32::MAX;
@@ -502,6 +552,7 @@ impl Transaction {
                 body_access: true,
                 matched_var: None,
                 matched_vars: Vec::new(),
+                captured: Vec::new(),
                 matches: Vec::with_capacity(64),
                 block: None,
                 would_block: None,
@@ -693,16 +744,15 @@ impl Transaction {
                 .any(|s| s.uses_matched_var() || (rule.capture && s.uses_capture()));
             if per_match && self.state.matched_vars.len() > 1 {
                 let last = self.state.matched_var;
+                let captured = std::mem::take(&mut self.state.captured);
                 for i in 0..self.state.matched_vars.len() {
-                    if rule.capture {
-                        let value = &self.state.matched_vars[i].1;
-                        if let Some(found) = rule.operator.matches(value, b"", true) {
-                            self.set_captures(found);
-                        }
+                    if let (true, Some(Some(hit))) = (rule.capture, captured.get(i)) {
+                        self.state.set_captures(hit);
                     }
                     self.state.matched_var = Some(i);
                     self.setvars(rule, head, detect_only);
                 }
+                self.state.captured = captured;
                 self.state.matched_var = last;
             } else {
                 self.setvars(rule, head, detect_only);
@@ -808,13 +858,6 @@ impl Transaction {
         }
     }
 
-    fn set_captures(&mut self, hit: Hit) {
-        self.state.tx.insert("0".into(), hit.fragment);
-        for (i, group) in hit.groups.into_iter().enumerate() {
-            self.state.tx.insert((i + 1).to_string(), group);
-        }
-    }
-
     fn setvar(&mut self, setvar: &SetVar, rule: &Rule) {
         // Names are lower-cased at load time; most are literal (no copy).
         let expanded;
@@ -831,7 +874,7 @@ impl Transaction {
             }
             SetOp::Set(value) => {
                 let value = self.expand(value, rule);
-                self.put_tx(name, &value);
+                self.state.put_tx(name, &value);
             }
             SetOp::Add(value) | SetOp::Sub(value) => {
                 let delta = self.expand_number(value, rule);
@@ -843,21 +886,7 @@ impl Transaction {
                 let current = self.state.tx.get(name).map(|v| atoi(v)).unwrap_or(0);
                 let mut digits = itoa::Buffer::new();
                 let sum = digits.format(current.saturating_add(delta));
-                self.put_tx(name, sum.as_bytes());
-            }
-        }
-    }
-
-    /// Sets a TX variable, reusing the key and the value's buffer when it
-    /// exists (the CRS rewrites its scores and counters all along).
-    fn put_tx(&mut self, name: &str, value: &[u8]) {
-        match self.state.tx.get_mut(name) {
-            Some(slot) => {
-                slot.clear();
-                slot.extend_from_slice(value);
-            }
-            None => {
-                self.state.tx.insert(name.to_string(), value.to_vec());
+                self.state.put_tx(name, sum.as_bytes());
             }
         }
     }
@@ -1089,7 +1118,7 @@ impl Visit<'_> {
             let raw_may_match = match prefilter {
                 Some((slot, p)) if cacheable => {
                     let id = self.cache.raw_content(value);
-                    self.cache.may_match(id, slot, p, value)
+                    self.cache.may_match(id, RAW_CHAIN, slot, p, value)
                 }
                 _ => true,
             };
@@ -1113,8 +1142,8 @@ impl Visit<'_> {
             return;
         }
         if cacheable && (prefilter.is_some() || !rule.transforms.is_empty()) {
-            // A value seen in an earlier request: its bits are known without
-            // transforming or scanning it again.
+            // None of the rule's literals is in the value: its operator cannot
+            // match (decided before anything is copied: the common case).
             if let Some((slot, p)) = prefilter {
                 let known = SCAN_MEMO.with(|memo| {
                     let memo = memo.borrow();
@@ -1127,11 +1156,11 @@ impl Visit<'_> {
                 }
             }
             let id = self.cache.content(rule, value);
-            // None of the rule's literals is in the value: its operator cannot
-            // match (decided before anything is copied: the common case).
             if let Some((slot, p)) = prefilter {
-                if !self.cache.may_match(id, slot, p, value) {
-                    self.cache.remember(id, rule.transforms_key, p, value);
+                if !self
+                    .cache
+                    .may_match(id, rule.transforms_key, slot, p, value)
+                {
                     return;
                 }
             }
@@ -1148,19 +1177,23 @@ impl Visit<'_> {
     fn test(&mut self, collection: Collection, key: &str, value: &[u8]) -> bool {
         let rule = self.rule;
         let hit = rule.operator.matches(value, self.param, rule.capture);
-        let fragment = match (hit, rule.negated) {
+        let (fragment, captured) = match (hit, rule.negated) {
             (Some(hit), false) => {
                 if rule.capture {
-                    self.state.tx.insert("0".into(), hit.fragment.clone());
-                    for (i, group) in hit.groups.into_iter().enumerate() {
-                        self.state.tx.insert((i + 1).to_string(), group);
-                    }
+                    self.state.set_captures(&hit);
                 }
-                hit.fragment
+                (hit.fragment.clone(), rule.capture.then_some(hit))
             }
-            (None, true) => value.to_vec(),
+            (None, true) => (value.to_vec(), None),
             _ => return false,
         };
+        if rule.capture {
+            // Kept for the setvars that run once per match.
+            if self.hits.is_empty() {
+                self.state.captured.clear();
+            }
+            self.state.captured.push(captured);
+        }
         // Built by hand: `format!` showed in profiles (one name per hit).
         let name: VarName = if key.is_empty() {
             Cow::Borrowed(collection.name())

@@ -661,6 +661,28 @@ SecRule ARGS|!ARGS:skip "@rx (?i)union\s+select" "id:7,phase:2,pass,t:none,t:url
     /// per rule set: every request starts from their result, which must be
     /// what running them would give.
     #[test]
+    fn a_capturing_rule_sets_its_variables_once_per_match_with_that_matchs_groups() {
+        // As CRS 920450 records every header name, then looks the records
+        // up in its list of restricted headers.
+        let set = load(
+            r#"
+SecRule ARGS_NAMES "@rx ^(..)(.*)$" "id:20,phase:1,pass,nolog,capture,setvar:'tx.n_%{tx.1}=%{tx.2}'"
+SecRule TX:n_ab "@streq 1" "id:21,phase:1,pass,nolog,setvar:tx.ok=+1"
+SecRule TX:n_cd "@streq 2" "id:22,phase:1,pass,nolog,setvar:tx.ok=+1"
+SecRule TX:n_ef "@streq 3" "id:23,phase:1,pass,nolog,setvar:tx.ok=+1"
+SecRule ARGS_NAMES "@rx ^.*$" "id:24,phase:1,pass,nolog,capture,t:lowercase,setvar:'tx.h_%{tx.0}=/%{tx.0}/',chain"
+    SecRule TX:/^h_/ "@within /cd2/ /proxy/" "setvar:tx.restricted=+1"
+"#,
+        );
+        let tx = request(&set, "/?ab1=x&CD2=y&ef3=z", None);
+        assert_eq!(ids(&tx), [20, 21, 22, 23, 24]);
+        assert_eq!(tx.tx("ok"), 3, "each name recorded with its own groups");
+        assert_eq!(tx.tx("restricted"), 1);
+        let tx = request(&set, "/?ab1=x&ef3=z", None);
+        assert_eq!(ids(&tx), [20, 21, 23]);
+    }
+
+    #[test]
     fn requests_start_from_the_prelude_exactly_as_if_they_ran_it() {
         const RULES: &str = r#"
 SecAction "id:10,phase:1,pass,nolog,setvar:tx.score=0,setvar:tx.limit=3"

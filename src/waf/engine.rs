@@ -1142,8 +1142,8 @@ impl Visit<'_> {
             return;
         }
         if cacheable && (prefilter.is_some() || !rule.transforms.is_empty()) {
-            // None of the rule's literals is in the value: its operator cannot
-            // match (decided before anything is copied: the common case).
+            // A value seen in an earlier request: its bits are known without
+            // transforming or scanning it again.
             if let Some((slot, p)) = prefilter {
                 let known = SCAN_MEMO.with(|memo| {
                     let memo = memo.borrow();
@@ -1156,6 +1156,8 @@ impl Visit<'_> {
                 }
             }
             let id = self.cache.content(rule, value);
+            // None of the rule's literals is in the value: its operator cannot
+            // match (decided before anything is copied: the common case).
             if let Some((slot, p)) = prefilter {
                 if !self
                     .cache
@@ -1178,12 +1180,11 @@ impl Visit<'_> {
         let rule = self.rule;
         let hit = rule.operator.matches(value, self.param, rule.capture);
         let (fragment, captured) = match (hit, rule.negated) {
-            (Some(hit), false) => {
-                if rule.capture {
-                    self.state.set_captures(&hit);
-                }
-                (hit.fragment.clone(), rule.capture.then_some(hit))
+            (Some(hit), false) if rule.capture => {
+                self.state.set_captures(&hit);
+                (hit.fragment.clone(), Some(hit))
             }
+            (Some(hit), false) => (hit.fragment, None),
             (None, true) => (value.to_vec(), None),
             _ => return false,
         };

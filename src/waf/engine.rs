@@ -331,6 +331,11 @@ impl Cache {
         let collection = part.target.collection;
         let at = self.gate_bits.len();
         self.gate_bits.resize(at + words, 0);
+        // The memo stays borrowed for the whole walk, so this does not go
+        // through `scanned` (which borrows it per content): going through it
+        // measured 4 to 9 % more instructions per request. Unlike `scanned`,
+        // it also teaches the memo a chain whose content another chain
+        // scanned.
         SCAN_MEMO.with(|memo| {
             let mut memo = memo.borrow_mut();
             memo.serve(prefilter);
@@ -380,8 +385,13 @@ impl ScanMemo {
     const ENTRIES: usize = 4096;
     const LONGEST: usize = 1024;
 
-    fn serves(&self, prefilter: &Prefilter) -> bool {
-        self.prefilter == prefilter.id()
+    /// The bits an earlier request left for (chain, value) under this
+    /// prefilter.
+    fn known(&self, prefilter: &Prefilter, chain: usize, value: &[u8]) -> Option<&[u64]> {
+        if self.prefilter != prefilter.id() {
+            return None;
+        }
+        self.get(chain, value)
     }
 
     fn serve(&mut self, prefilter: &Prefilter) {
@@ -823,6 +833,7 @@ impl Transaction {
             .param()
             .map(|m| self.expand(m, head))
             .unwrap_or_default();
+        self.state.captured.clear();
         let mut visit = Visit {
             rule,
             exclusions,
@@ -1146,10 +1157,9 @@ impl Visit<'_> {
             // transforming or scanning it again.
             if let Some((slot, p)) = prefilter {
                 let known = SCAN_MEMO.with(|memo| {
-                    let memo = memo.borrow();
-                    memo.serves(p)
-                        .then(|| memo.get(rule.transforms_key, value).map(|b| bit(b, slot)))
-                        .flatten()
+                    memo.borrow()
+                        .known(p, rule.transforms_key, value)
+                        .map(|bits| bit(bits, slot))
                 });
                 if known == Some(false) {
                     return;
@@ -1190,9 +1200,6 @@ impl Visit<'_> {
         };
         if rule.capture {
             // Kept for the setvars that run once per match.
-            if self.hits.is_empty() {
-                self.state.captured.clear();
-            }
             self.state.captured.push(captured);
         }
         // Built by hand: `format!` showed in profiles (one name per hit).

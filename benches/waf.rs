@@ -179,7 +179,8 @@ criterion_group!(benches, bench);
 /// With `WAF_BENCH_COUNT=N` (and `WAF_BENCH_CASE`, `WAF_BENCH_PARANOIA`):
 /// no criterion, N inspections of one case and nothing else, for counting
 /// instructions under valgrind (`load-tests/waf-instructions.sh`), a figure
-/// that does not move with the machine's load.
+/// that does not move with the machine's load. It also prints the mean time
+/// per inspection, for a quick comparison of two builds run in turn.
 fn main() {
     let Some(count) = std::env::var("WAF_BENCH_COUNT")
         .ok()
@@ -204,8 +205,13 @@ fn main() {
     for visitor in 0..200 {
         inspect(&waf, case, 1_000_000 + visitor);
     }
+    let started = std::time::Instant::now();
     for visitor in 0..count {
         std::hint::black_box(inspect(&waf, case, visitor));
+    }
+    if count > 0 {
+        let each = started.elapsed().as_secs_f64() * 1e6 / count as f64;
+        eprintln!("{name} PL{paranoia}: {each:.1} µs per inspection over {count}");
     }
 }
 

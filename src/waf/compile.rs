@@ -158,6 +158,9 @@ impl Prefilter {
 /// Rules ready to run, split by phase (1: request headers, 2: request body).
 #[derive(Debug, Default)]
 pub struct RuleSet {
+    /// Unique per build: memos keyed by rule (`engine::VerdictMemo`) do not
+    /// mix the rules of two builds.
+    pub id: u64,
     /// The literals of every prefiltered rule, scanned once per distinct
     /// transformed value.
     pub prefilter: Option<Prefilter>,
@@ -490,6 +493,7 @@ impl Loader {
             transforms: Vec::new(),
             transforms_key: 0,
             gate: None,
+            verdict: None,
             multi_match: false,
             capture: false,
             disruptive: Disruptive::Pass,
@@ -844,6 +848,9 @@ impl Loader {
         }
         set.prefilter = build_prefilter(&mut self.rules);
         (set.gates, set.gate_parts) = build_gates(&mut self.rules);
+        number_verdicts(&mut self.rules);
+        static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        set.id = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         set.rules = self.rules;
         (Some(set), Vec::new(), self.notes)
     }
@@ -956,6 +963,28 @@ fn build_gates(rules: &mut [Rule]) -> (Vec<Vec<usize>>, Vec<GatePart>) {
         rule.gate = Some(gate);
     }
     (gates, parts)
+}
+
+/// Gives a verdict slot (`Rule::verdict`) to every link whose answer on a
+/// value is worth remembering.
+fn number_verdicts(rules: &mut [Rule]) {
+    let mut next = 0u32;
+    for rule in rules.iter_mut() {
+        let mut link = Some(rule);
+        while let Some(l) = link {
+            let pure = l.operator.param().is_none_or(|m| m.literal().is_some());
+            let costly = !l.transforms.is_empty()
+                || matches!(
+                    l.operator,
+                    Operator::Rx(_) | Operator::Pm(..) | Operator::DetectSqli | Operator::DetectXss
+                );
+            if pure && costly {
+                l.verdict = Some(next);
+                next += 1;
+            }
+            link = l.chain.as_deref_mut();
+        }
+    }
 }
 
 fn add_exclusion(rule: &mut Rule, exclusion: &TargetExclusion) {

@@ -439,6 +439,73 @@ thread_local! {
     static SCAN_MEMO: std::cell::RefCell<ScanMemo> = std::cell::RefCell::new(ScanMemo::default());
 }
 
+/// The rules (links) that found nothing in a value, per rule set, from
+/// earlier requests on this thread. A rule's answer on a value depends on
+/// the value alone when its operator's parameter has no macro
+/// (`Rule::verdict`): a value that repeats (User-Agent, Accept, cookies,
+/// the cart's arguments) is not transformed nor matched again by the rules
+/// the prefilter cannot rule out (libinjection's, regexes without literals,
+/// literals that occur in the value). Only clean answers are kept: a hit
+/// has effects (captures, variables, the audit) and runs again. Bounded:
+/// values up to 1 KiB, at most 8,192 entries and 2 MiB of values per
+/// thread, cleared when full.
+#[derive(Default)]
+struct VerdictMemo {
+    clean: HashMap<u64, CleanValue, FastHash>,
+    /// The length of all the values kept.
+    bytes: usize,
+}
+
+struct CleanValue {
+    set: u64,
+    slot: u32,
+    value: Box<[u8]>,
+}
+
+impl VerdictMemo {
+    const ENTRIES: usize = 8192;
+    const BYTES: usize = 2 << 20;
+    const LONGEST: usize = 1024;
+
+    fn key(set: u64, slot: u32, value: &[u8]) -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut hasher = FastHash::default().build_hasher();
+        hasher.write_u64(set);
+        hasher.write_u32(slot);
+        hasher.write(value);
+        hasher.finish()
+    }
+
+    fn is_clean(&self, set: u64, slot: u32, value: &[u8]) -> bool {
+        value.len() <= Self::LONGEST
+            && self
+                .clean
+                .get(&Self::key(set, slot, value))
+                .is_some_and(|c| c.set == set && c.slot == slot && *c.value == *value)
+    }
+
+    fn remember(&mut self, set: u64, slot: u32, value: &[u8]) {
+        if value.len() > Self::LONGEST {
+            return;
+        }
+        if self.clean.len() >= Self::ENTRIES || self.bytes + value.len() > Self::BYTES {
+            self.clean.clear();
+            self.bytes = 0;
+        }
+        self.bytes += value.len();
+        let clean = CleanValue {
+            set,
+            slot,
+            value: value.into(),
+        };
+        self.clean.insert(Self::key(set, slot, value), clean);
+    }
+}
+
+thread_local! {
+    static VERDICT_MEMO: std::cell::RefCell<VerdictMemo> = std::cell::RefCell::new(VerdictMemo::default());
+}
+
 /// The chain key of values as they are (`Cache::raw_content`).
 const RAW_CHAIN: usize = usize::MAX;
 
@@ -841,6 +908,7 @@ impl Transaction {
             state: &mut self.state,
             cache: &mut self.cache,
             prefilter: self.set.prefilter.as_ref(),
+            set: self.set.id,
             hits: std::mem::take(&mut self.spare_hits),
             describe,
             first: None,
@@ -996,6 +1064,8 @@ struct Visit<'a> {
     state: &'a mut State,
     cache: &'a mut Cache,
     prefilter: Option<&'a Prefilter>,
+    /// The rule set's id (`RuleSet::id`), for the verdict memo.
+    set: u64,
     hits: Vec<(VarName, Vec<u8>)>,
     /// Whether the first hit's name and fragment are wanted (in `first`).
     describe: bool,
@@ -1119,11 +1189,17 @@ impl Visit<'_> {
         }
     }
 
-    /// Transforms a value, runs the operator and records a hit.
+    /// Transforms a value, runs the operator and records a hit. A value the
+    /// rule found clean in an earlier request is not looked at again (the
+    /// verdict memo), unless the prefilter, cheaper, rules it out first.
     fn check(&mut self, collection: Collection, key: &str, value: &[u8], cacheable: bool) {
         let rule = self.rule;
         let prefilter = rule.prefilter.zip(self.prefilter);
+        let verdict = rule.verdict.filter(|_| cacheable);
         if rule.multi_match && !rule.transforms.is_empty() {
+            if self.known_clean(verdict, value) {
+                return;
+            }
             // The value as it is, gated by the prefilter scan of the value
             // itself (shared with every rule that sees it untransformed)...
             let raw_may_match = match prefilter {
@@ -1150,11 +1226,13 @@ impl Visit<'_> {
                     }
                 }
             }
+            self.remember_clean(verdict, value);
             return;
         }
         if cacheable && (prefilter.is_some() || !rule.transforms.is_empty()) {
             // A value seen in an earlier request: its bits are known without
             // transforming or scanning it again.
+            let mut bits_known = false;
             if let Some((slot, p)) = prefilter {
                 let known = SCAN_MEMO.with(|memo| {
                     memo.borrow()
@@ -1164,6 +1242,11 @@ impl Visit<'_> {
                 if known == Some(false) {
                     return;
                 }
+                bits_known = known.is_some();
+            }
+            // A value new to the scan memo is new to this one too.
+            if (prefilter.is_none() || bits_known) && self.known_clean(verdict, value) {
+                return;
             }
             let id = self.cache.content(rule, value);
             // None of the rule's literals is in the value: its operator cannot
@@ -1177,12 +1260,32 @@ impl Visit<'_> {
                 }
             }
             let transformed = self.cache.contents[id].bytes.clone();
-            self.test(collection, key, transformed.as_deref().unwrap_or(value));
+            if !self.test(collection, key, transformed.as_deref().unwrap_or(value)) {
+                self.remember_clean(verdict, value);
+            }
         } else if rule.transforms.is_empty() {
-            self.test(collection, key, value);
+            if self.known_clean(verdict, value) {
+                return;
+            }
+            if !self.test(collection, key, value) {
+                self.remember_clean(verdict, value);
+            }
         } else {
             let transformed = apply_all(&rule.transforms, value);
             self.test(collection, key, &transformed);
+        }
+    }
+
+    /// Whether this rule found nothing in `value` in an earlier request.
+    fn known_clean(&self, verdict: Option<u32>, value: &[u8]) -> bool {
+        verdict.is_some_and(|slot| {
+            VERDICT_MEMO.with(|memo| memo.borrow().is_clean(self.set, slot, value))
+        })
+    }
+
+    fn remember_clean(&self, verdict: Option<u32>, value: &[u8]) {
+        if let Some(slot) = verdict {
+            VERDICT_MEMO.with(|memo| memo.borrow_mut().remember(self.set, slot, value));
         }
     }
 

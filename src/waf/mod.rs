@@ -342,6 +342,7 @@ pub fn own_rule_base(id: u32, file: &str) -> rule::Rule {
         chain: None,
         prefilter: None,
         gate: None,
+        verdict: None,
     }
 }
 
@@ -657,9 +658,6 @@ SecRule ARGS|!ARGS:skip "@rx (?i)union\s+select" "id:7,phase:2,pass,t:none,t:url
         }
     }
 
-    /// The rules that open phase 1 and read nothing of the request run once
-    /// per rule set: every request starts from their result, which must be
-    /// what running them would give.
     #[test]
     fn a_capturing_rule_sets_its_variables_once_per_match_with_that_matchs_groups() {
         // As CRS 920450 records every header name, then looks the records
@@ -682,6 +680,68 @@ SecRule ARGS_NAMES "@rx ^.*$" "id:24,phase:1,pass,nolog,capture,t:lowercase,setv
         assert_eq!(ids(&tx), [20, 21, 23]);
     }
 
+    /// A rule that found nothing in a value remembers it for the next
+    /// requests (`Rule::verdict`): only for its own rule set, only when its
+    /// answer depends on the value alone, and never a hit.
+    #[test]
+    fn a_remembered_clean_verdict_never_hides_a_match() {
+        // Regexes without literals: the prefilter cannot rule these out, so
+        // the verdict memo answers for them.
+        let quiet = load(r#"SecRule ARGS "@rx ^[0-9]+$" "id:30,phase:1,pass,log,t:lowercase""#);
+        let loud = load(r#"SecRule ARGS "@rx ^[a-z]+$" "id:30,phase:1,pass,log,t:lowercase""#);
+        assert!(quiet.rules[0].verdict.is_some() && loud.rules[0].verdict.is_some());
+        for _ in 0..2 {
+            assert_eq!(ids(&request(&quiet, "/?q=Abc", None)), [0u32; 0]);
+        }
+        // The same rule slot in another build (a reload) sees the value anew.
+        for _ in 0..2 {
+            assert_eq!(
+                ids(&request(&loud, "/?q=Abc", None)),
+                [30],
+                "a hit is never remembered"
+            );
+        }
+        // A parameter with a macro: the answer depends on the request's
+        // variables, not on the value alone.
+        let set = load(
+            r#"
+SecRule ARGS:n "@rx ^(.*)$" "id:40,phase:1,pass,nolog,capture,setvar:tx.needle=%{tx.1}"
+SecRule ARGS:v "@contains %{tx.needle}" "id:41,phase:1,pass,log,t:lowercase"
+"#,
+        );
+        assert!(set.rules[1].verdict.is_none());
+        assert_eq!(ids(&request(&set, "/?n=zz&v=Abc", None)), [40]);
+        assert_eq!(ids(&request(&set, "/?n=bc&v=Abc", None)), [40, 41]);
+        // Negated, multiMatch and libinjection rules, twice each: the second
+        // request answers from the memo and must say the same.
+        let set = load(
+            r#"
+SecRule ARGS:a "!@rx ^[a-z]+$" "id:50,phase:1,pass,log,t:lowercase"
+SecRule ARGS:b "@detectSQLi" "id:51,phase:1,pass,log,t:none,t:urlDecodeUni,multiMatch"
+SecRule ARGS:c "@detectXSS" "id:52,phase:1,pass,log,t:none,t:htmlEntityDecode"
+"#,
+        );
+        let cases: &[(&str, &[u32])] = &[
+            ("/?a=Word&b=O%2527Brien&c=caf%C3%A9", &[]),
+            (
+                "/?a=W0rd&b=1%2527%2520OR%25201%253D1--&c=%26lt%3Bscript%26gt%3Balert(1)",
+                &[50, 51, 52],
+            ),
+        ];
+        for (uri, expected) in cases {
+            for round in 0..2 {
+                assert_eq!(
+                    ids(&request(&set, uri, None)),
+                    *expected,
+                    "{uri}, round {round}"
+                );
+            }
+        }
+    }
+
+    /// The rules that open phase 1 and read nothing of the request run once
+    /// per rule set: every request starts from their result, which must be
+    /// what running them would give.
     #[test]
     fn requests_start_from_the_prelude_exactly_as_if_they_ran_it() {
         const RULES: &str = r#"

@@ -54,7 +54,7 @@ pub struct Prefilter {
     byte_masks: Vec<u64>,
     single_bytes: [bool; 256],
     slots: usize,
-    /// Unique per build: memos of scan results (`engine::ScanMemo`) made
+    /// Unique per build: memos of scan results (`engine::scan_tag`) made
     /// with another prefilter are not reused.
     id: u64,
 }
@@ -158,7 +158,7 @@ impl Prefilter {
 /// Rules ready to run, split by phase (1: request headers, 2: request body).
 #[derive(Debug, Default)]
 pub struct RuleSet {
-    /// Unique per build: memos keyed by rule (`engine::VerdictMemo`) do not
+    /// Unique per build: memos keyed by rule (`engine::verdict_tag`) do not
     /// mix the rules of two builds.
     pub id: u64,
     /// The literals of every prefiltered rule, scanned once per distinct

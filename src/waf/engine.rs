@@ -249,17 +249,17 @@ impl Cache {
         if let Some(at) = self.contents[id].bits_at {
             return at;
         }
+        let tag = scan_tag(prefilter, chain);
         SCAN_MEMO.with(|memo| {
             let mut memo = memo.borrow_mut();
-            memo.serve(prefilter);
-            if let Some(bits) = memo.get(chain, value) {
+            if let Some(bits) = memo.get(tag, value) {
                 let at = self.bits.len();
                 self.bits.extend_from_slice(bits);
                 self.contents[id].bits_at = Some(at);
                 return at;
             }
             let at = self.scan(id, prefilter, value);
-            memo.put(chain, value, &self.bits[at..]);
+            memo.put(tag, value, self.bits[at..].into());
             at
         })
     }
@@ -336,16 +336,16 @@ impl Cache {
         // measured 4 to 9 % more instructions per request. Unlike `scanned`,
         // it also teaches the memo a chain whose content another chain
         // scanned.
+        let tag = scan_tag(prefilter, part.transforms_key);
         SCAN_MEMO.with(|memo| {
             let mut memo = memo.borrow_mut();
-            memo.serve(prefilter);
             data.each(collection, &mut |key, value| {
                 let picked = part.target.selector.as_ref().is_none_or(|s| s.matches(key))
                     && !part.exclusions.iter().any(|e| e.covers(collection, key));
                 if !picked {
                     return true;
                 }
-                if let Some(bits) = memo.get(part.transforms_key, value) {
+                if let Some(bits) = memo.get(tag, value) {
                     or_into(&mut self.gate_bits[at..at + words], bits);
                     return true;
                 }
@@ -356,7 +356,7 @@ impl Cache {
                 };
                 let bits = &self.bits[from..from + words];
                 or_into(&mut self.gate_bits[at..at + words], bits);
-                memo.put(part.transforms_key, value, bits);
+                memo.put(tag, value, bits.into());
                 true
             });
         });
@@ -364,146 +364,97 @@ impl Cache {
     }
 }
 
-/// Prefilter bits of (chain, value) pairs seen in earlier requests on this
-/// thread. User-Agent, Accept, Referer, most cookies and many arguments
-/// repeat from request to request: their transformations and scans are done
-/// once. Bounded like the operator memos: values up to 1 KiB, 4,096 entries,
-/// cleared when full or when another prefilter (another policy) asks.
-#[derive(Default)]
-struct ScanMemo {
-    prefilter: u64,
-    entries: HashMap<u64, MemoEntry, FastHash>,
-}
-
-struct MemoEntry {
-    chain: usize,
-    value: Box<[u8]>,
-    bits: Box<[u64]>,
-}
-
-impl ScanMemo {
-    const ENTRIES: usize = 4096;
-    const LONGEST: usize = 1024;
-
-    /// The bits an earlier request left for (chain, value) under this
-    /// prefilter.
-    fn known(&self, prefilter: &Prefilter, chain: usize, value: &[u8]) -> Option<&[u64]> {
-        if self.prefilter != prefilter.id() {
-            return None;
-        }
-        self.get(chain, value)
-    }
-
-    fn serve(&mut self, prefilter: &Prefilter) {
-        if self.prefilter != prefilter.id() {
-            self.entries.clear();
-            self.prefilter = prefilter.id();
-        }
-    }
-
-    fn key(chain: usize, value: &[u8]) -> u64 {
-        use std::hash::{BuildHasher, Hasher};
-        let mut hasher = FastHash::default().build_hasher();
-        hasher.write_usize(chain);
-        hasher.write(value);
-        hasher.finish()
-    }
-
-    fn get(&self, chain: usize, value: &[u8]) -> Option<&[u64]> {
-        if value.len() > Self::LONGEST {
-            return None;
-        }
-        self.entries
-            .get(&Self::key(chain, value))
-            .filter(|e| e.chain == chain && *e.value == *value)
-            .map(|e| &*e.bits)
-    }
-
-    fn put(&mut self, chain: usize, value: &[u8], bits: &[u64]) {
-        if value.len() > Self::LONGEST {
-            return;
-        }
-        if self.entries.len() >= Self::ENTRIES {
-            self.entries.clear();
-        }
-        let entry = MemoEntry {
-            chain,
-            value: value.into(),
-            bits: bits.into(),
-        };
-        self.entries.insert(Self::key(chain, value), entry);
-    }
-}
-
-thread_local! {
-    static SCAN_MEMO: std::cell::RefCell<ScanMemo> = std::cell::RefCell::new(ScanMemo::default());
-}
-
-/// The rules (links) that found nothing in a value, per rule set, from
-/// earlier requests on this thread. A rule's answer on a value depends on
-/// the value alone when its operator's parameter has no macro
-/// (`Rule::verdict`): a value that repeats (User-Agent, Accept, cookies,
-/// the cart's arguments) is not transformed nor matched again by the rules
-/// the prefilter cannot rule out (libinjection's, regexes without literals,
-/// literals that occur in the value). Only clean answers are kept: a hit
-/// has effects (captures, variables, the audit) and runs again. Bounded:
-/// values up to 1 KiB, at most 8,192 entries and 2 MiB of values per
-/// thread, cleared when full.
-#[derive(Default)]
-struct VerdictMemo {
-    clean: HashMap<u64, CleanValue, FastHash>,
+/// What earlier requests on this thread showed about request values, keyed
+/// by a tag (what was asked of the value) and the value's bytes. User-Agent,
+/// Accept, Referer, most cookies and many arguments repeat from request to
+/// request. Bounded: values up to 1 KiB, 8,192 entries and 4 MiB of values
+/// per memo and thread, cleared when full.
+struct ValueMemo<T> {
+    entries: HashMap<u64, Remembered<T>, FastHash>,
     /// The length of all the values kept.
     bytes: usize,
 }
 
-struct CleanValue {
-    set: u64,
-    slot: u32,
+struct Remembered<T> {
+    tag: (u64, u64),
     value: Box<[u8]>,
+    fact: T,
 }
 
-impl VerdictMemo {
+impl<T> Default for ValueMemo<T> {
+    fn default() -> Self {
+        ValueMemo {
+            entries: HashMap::default(),
+            bytes: 0,
+        }
+    }
+}
+
+impl<T> ValueMemo<T> {
     const ENTRIES: usize = 8192;
-    const BYTES: usize = 2 << 20;
+    const BYTES: usize = 4 << 20;
     const LONGEST: usize = 1024;
 
-    fn key(set: u64, slot: u32, value: &[u8]) -> u64 {
+    fn key(tag: (u64, u64), value: &[u8]) -> u64 {
         use std::hash::{BuildHasher, Hasher};
         let mut hasher = FastHash::default().build_hasher();
-        hasher.write_u64(set);
-        hasher.write_u32(slot);
+        hasher.write_u64(tag.0);
+        hasher.write_u64(tag.1);
         hasher.write(value);
         hasher.finish()
     }
 
-    fn is_clean(&self, set: u64, slot: u32, value: &[u8]) -> bool {
-        value.len() <= Self::LONGEST
-            && self
-                .clean
-                .get(&Self::key(set, slot, value))
-                .is_some_and(|c| c.set == set && c.slot == slot && *c.value == *value)
+    fn get(&self, tag: (u64, u64), value: &[u8]) -> Option<&T> {
+        if value.len() > Self::LONGEST {
+            return None;
+        }
+        self.entries
+            .get(&Self::key(tag, value))
+            .filter(|e| e.tag == tag && *e.value == *value)
+            .map(|e| &e.fact)
     }
 
-    fn remember(&mut self, set: u64, slot: u32, value: &[u8]) {
+    fn put(&mut self, tag: (u64, u64), value: &[u8], fact: T) {
         if value.len() > Self::LONGEST {
             return;
         }
-        if self.clean.len() >= Self::ENTRIES || self.bytes + value.len() > Self::BYTES {
-            self.clean.clear();
+        if self.entries.len() >= Self::ENTRIES || self.bytes + value.len() > Self::BYTES {
+            self.entries.clear();
             self.bytes = 0;
         }
         self.bytes += value.len();
-        let clean = CleanValue {
-            set,
-            slot,
+        let remembered = Remembered {
+            tag,
             value: value.into(),
+            fact,
         };
-        self.clean.insert(Self::key(set, slot, value), clean);
+        self.entries.insert(Self::key(tag, value), remembered);
     }
 }
 
+/// What a prefilter (`Prefilter::id`) scan found in what a chain made of a
+/// value: its transformations and scan are done once. Another policy's
+/// prefilter has its own tags.
+fn scan_tag(prefilter: &Prefilter, chain: usize) -> (u64, u64) {
+    (prefilter.id(), chain as u64)
+}
+
+/// That a rule (`RuleSet::id`, `Rule::verdict`) found nothing in a value.
+/// A rule's answer on a value depends on the value alone when its
+/// operator's parameter has no macro: a value that repeats is not
+/// transformed nor matched again by the rules the prefilter cannot rule
+/// out (libinjection's, regexes without literals, literals that occur in
+/// the value). Only clean answers are kept: a hit has effects (captures,
+/// variables, the audit) and runs again.
+fn verdict_tag(set: u64, slot: u32) -> (u64, u64) {
+    (set, u64::from(slot))
+}
+
 thread_local! {
-    static VERDICT_MEMO: std::cell::RefCell<VerdictMemo> = std::cell::RefCell::new(VerdictMemo::default());
+    /// Prefilter bits, by `scan_tag`.
+    static SCAN_MEMO: std::cell::RefCell<ValueMemo<Box<[u64]>>> = std::cell::RefCell::default();
+    /// Clean verdicts, by `verdict_tag`.
+    static VERDICT_MEMO: std::cell::RefCell<ValueMemo<()>> = std::cell::RefCell::default();
 }
 
 /// The chain key of values as they are (`Cache::raw_content`).
@@ -1234,11 +1185,9 @@ impl Visit<'_> {
             // transforming or scanning it again.
             let mut bits_known = false;
             if let Some((slot, p)) = prefilter {
-                let known = SCAN_MEMO.with(|memo| {
-                    memo.borrow()
-                        .known(p, rule.transforms_key, value)
-                        .map(|bits| bit(bits, slot))
-                });
+                let tag = scan_tag(p, rule.transforms_key);
+                let known = SCAN_MEMO
+                    .with(|memo| memo.borrow().get(tag, value).map(|bits| bit(bits, slot)));
                 if known == Some(false) {
                     return;
                 }
@@ -1279,13 +1228,15 @@ impl Visit<'_> {
     /// Whether this rule found nothing in `value` in an earlier request.
     fn known_clean(&self, verdict: Option<u32>, value: &[u8]) -> bool {
         verdict.is_some_and(|slot| {
-            VERDICT_MEMO.with(|memo| memo.borrow().is_clean(self.set, slot, value))
+            let tag = verdict_tag(self.set, slot);
+            VERDICT_MEMO.with(|memo| memo.borrow().get(tag, value).is_some())
         })
     }
 
     fn remember_clean(&self, verdict: Option<u32>, value: &[u8]) {
         if let Some(slot) = verdict {
-            VERDICT_MEMO.with(|memo| memo.borrow_mut().remember(self.set, slot, value));
+            let tag = verdict_tag(self.set, slot);
+            VERDICT_MEMO.with(|memo| memo.borrow_mut().put(tag, value, ()));
         }
     }
 

@@ -493,12 +493,116 @@ pub struct Prelude {
     matches: Vec<Match>,
     matched_var: Option<usize>,
     matched_vars: Vec<(VarName, Vec<u8>)>,
+    /// By rule index: the outcome of the rules after the prelude whose
+    /// answer it already settles (`settles`).
+    settled: Vec<Option<Settled>>,
+}
+
+/// The outcome of a rule that reads only TX variables the prelude set and
+/// no later rule can write: the same for every request that starts from the
+/// prelude. The CRS asks about fifty of them per request (each rule file's
+/// paranoia-level skips, `TX:DETECTION_PARANOIA_LEVEL "@lt 2"`), each
+/// costing a full rule evaluation for a known answer.
+#[derive(Debug)]
+struct Settled {
+    /// `None`: the rule does not match.
+    hit: Option<SettledHit>,
+}
+
+#[derive(Debug)]
+struct SettledHit {
+    /// What the match records.
+    record: Match,
+    matched_vars: Vec<(VarName, Vec<u8>)>,
+}
+
+/// The TX variables the rules past the prelude may write: literal names,
+/// and the literal start of names built with macros (`header_name_920450_`
+/// from `tx.header_name_920450_%{tx.0}`; an empty start means any name).
+#[derive(Default)]
+struct LaterWrites {
+    names: std::collections::HashSet<String>,
+    starts: Vec<String>,
+}
+
+impl LaterWrites {
+    fn of(set: &RuleSet, resume_at: usize) -> LaterWrites {
+        let mut later = LaterWrites::default();
+        for (phase, items) in set.phases.iter().enumerate() {
+            for (i, item) in items.iter().enumerate() {
+                let Item::Rule(index) = item else {
+                    continue;
+                };
+                if phase == 1 && i < resume_at {
+                    continue;
+                }
+                let mut link = set.rules.get(*index);
+                while let Some(rule) = link {
+                    if rule.capture {
+                        // TX:0 to TX:9.
+                        later.names.extend((0..10).map(|d| d.to_string()));
+                    }
+                    for setvar in &rule.setvars {
+                        match setvar.name.literal() {
+                            Some(name) => {
+                                later.names.insert(name.to_string());
+                            }
+                            None => later.starts.push(
+                                setvar
+                                    .name
+                                    .parts
+                                    .iter()
+                                    .map_while(|p| match p {
+                                        MacroPart::Text(t) => Some(t.as_str()),
+                                        MacroPart::Var(..) => None,
+                                    })
+                                    .collect(),
+                            ),
+                        }
+                    }
+                    link = rule.chain.as_deref();
+                }
+            }
+        }
+        later
+    }
+
+    fn may_write(&self, name: &str) -> bool {
+        self.names.contains(name) || self.starts.iter().any(|s| name.starts_with(s.as_str()))
+    }
+}
+
+/// Whether the prelude settles `rule`'s answer: one link, no effects but
+/// its record and matched variables (no setvar, ctl, capture, log or
+/// decision), TX variables by name that no later rule writes, and an
+/// operator parameter without macros.
+fn settles(rule: &Rule, later: &LaterWrites) -> bool {
+    rule.chain.is_none()
+        && rule.setvars.is_empty()
+        && rule.ctls.is_empty()
+        && !rule.capture
+        && !rule.log
+        && rule.disruptive == Disruptive::Pass
+        && rule.exclusions.is_empty()
+        && rule.operator.param().is_none_or(|m| m.literal().is_some())
+        && !rule.targets.is_empty()
+        && rule.targets.iter().all(|t| {
+            t.collection == Collection::Tx
+                && matches!(&t.selector, Some(Selector::Name(name)) if !later.may_write(name))
+        })
 }
 
 impl Prelude {
+    /// Whether the prelude settles the answer of rule `index` (`settles`).
+    #[cfg(test)]
+    pub(crate) fn has_settled(&self, index: usize) -> bool {
+        self.settled.get(index).is_some_and(Option::is_some)
+    }
+
     fn compute(set: Arc<RuleSet>) -> Option<Prelude> {
         let data = RequestData::new(super::request::Head::default());
-        let mut tx = Transaction::without_prelude(set, data, EngineMode::On, Tuning::default());
+        let mut tx =
+            Transaction::without_prelude(set.clone(), data, EngineMode::On, Tuning::default());
         let resume_at = tx.run_from(1, 0, true);
         // A rule of the prelude that decides or logs (CRS 901001 when the
         // setup file is missing) does so for every request: such a rule set
@@ -512,8 +616,28 @@ impl Prelude {
         {
             return None;
         }
+        let later = LaterWrites::of(&set, resume_at);
+        let mut settled: Vec<Option<Settled>> = set.rules.iter().map(|_| None).collect();
+        let mut scratch = Transaction::without_prelude(
+            set.clone(),
+            RequestData::new(super::request::Head::default()),
+            EngineMode::On,
+            Tuning::default(),
+        );
+        scratch.state.tx = tx.state.tx.clone();
+        for (index, rule) in set.rules.iter().enumerate() {
+            if !settles(rule, &later) {
+                continue;
+            }
+            let hit = scratch.evaluate_chain(rule).then(|| SettledHit {
+                record: scratch.state.matches.pop().expect("a match is recorded"),
+                matched_vars: std::mem::take(&mut scratch.state.matched_vars),
+            });
+            settled[index] = Some(Settled { hit });
+        }
         Some(Prelude {
             resume_at,
+            settled,
             tx: tx.state.tx,
             matches: tx.state.matches,
             matched_var: tx.state.matched_var,
@@ -532,6 +656,9 @@ pub struct Transaction {
     spare_hits: Vec<(VarName, Vec<u8>)>,
     /// Where phase 1 starts (past the prelude).
     resume_at: usize,
+    /// Whether this request started from the prelude (so the prelude's
+    /// settled answers are its answers).
+    from_prelude: bool,
 }
 
 impl Transaction {
@@ -544,6 +671,7 @@ impl Transaction {
         let prelude = set.prelude.get_or_init(|| Prelude::compute(set.clone()));
         if let (Some(prelude), true) = (prelude, untuned) {
             tx.resume_at = prelude.resume_at;
+            tx.from_prelude = true;
             tx.state.tx.clone_from(&prelude.tx);
             tx.state.matches.extend(prelude.matches.iter().cloned());
             tx.state.matched_var = prelude.matched_var;
@@ -589,6 +717,7 @@ impl Transaction {
             cache: Cache::default(),
             spare_hits: Vec::new(),
             resume_at: 0,
+            from_prelude: false,
         }
     }
 
@@ -643,7 +772,7 @@ impl Transaction {
                     continue;
                 }
             }
-            if !self.evaluate_chain(rule) {
+            if !self.run_rule(&set, *index, rule) {
                 continue;
             }
             if rule.skip_after.is_some() {
@@ -742,6 +871,29 @@ impl Transaction {
                 self.state.would_block.get_or_insert(block);
             }
         }
+    }
+
+    /// Evaluates rule `index`, or replays the answer the prelude settled
+    /// for it; whether it matched.
+    fn run_rule(&mut self, set: &RuleSet, index: usize, rule: &Rule) -> bool {
+        // A ctl may have tuned this request since it started (a removed
+        // target): then the rule runs.
+        let settled = match set.prelude.get() {
+            Some(Some(prelude)) if self.from_prelude && self.state.tuning.is_empty() => {
+                prelude.settled.get(index).and_then(Option::as_ref)
+            }
+            _ => None,
+        };
+        let Some(settled) = settled else {
+            return self.evaluate_chain(rule);
+        };
+        let Some(hit) = &settled.hit else {
+            return false;
+        };
+        self.state.matched_vars.clone_from(&hit.matched_vars);
+        self.state.matched_var = hit.matched_vars.len().checked_sub(1);
+        self.state.matches.push(hit.record.clone());
+        true
     }
 
     /// Evaluates a rule and its chain; on a full match runs the actions.

@@ -739,6 +739,78 @@ SecRule ARGS:c "@detectXSS" "id:52,phase:1,pass,log,t:none,t:htmlEntityDecode"
         }
     }
 
+    /// After the prelude, a rule that reads only TX variables the prelude
+    /// set and no later rule writes gives every request the same answer:
+    /// it is replayed, with its record and MATCHED_VAR, and must answer
+    /// exactly as running it would. A variable a later rule may write, by
+    /// name or by a name built with a macro, keeps its rules running.
+    #[test]
+    fn settled_rules_answer_as_if_they_ran() {
+        const RULES: &str = r#"
+SecAction "id:10,phase:1,pass,nolog,setvar:tx.level=1,setvar:tx.mode=calm"
+SecRule ARGS:q "@contains x" "id:11,phase:1,pass,nolog,setvar:tx.mode=alert"
+SecRule ARGS:n "@rx ^(.*)$" "id:12,phase:1,pass,nolog,capture,setvar:tx.dyn_%{tx.1}=1"
+SecRule TX:level "@lt 2" "id:13,phase:1,pass,nolog,skipAfter:END-LOW"
+SecRule ARGS "@contains y" "id:14,phase:1,pass,log"
+SecMarker "END-LOW"
+SecRule MATCHED_VAR "@streq 1" "id:15,phase:1,pass,nolog"
+SecRule TX:mode "@streq alert" "id:16,phase:1,pass,nolog"
+SecRule TX:dyn_a "@eq 1" "id:17,phase:2,pass,nolog"
+SecRule TX:level "@ge 2" "id:18,phase:2,pass,nolog"
+SecRule &TX:level "@eq 1" "id:19,phase:2,pass,nolog"
+"#;
+        let with_prelude = load(RULES);
+        let without = {
+            let mut set = compiled(RULES);
+            set.prelude = std::sync::OnceLock::from(None);
+            Arc::new(set)
+        };
+        let cases: &[(&str, &[u32])] = &[
+            ("/?q=y", &[10, 13, 15, 19]),
+            ("/?q=xy", &[10, 11, 13, 15, 16, 19]),
+            ("/?n=a", &[10, 12, 13, 15, 17, 19]),
+        ];
+        for (uri, expected) in cases {
+            let a = request(&with_prelude, uri, None);
+            let b = request(&without, uri, None);
+            assert_eq!(
+                ids(&a),
+                ids(&b),
+                "{uri}: with and without the prelude differ"
+            );
+            assert_eq!(ids(&a), *expected, "{uri}");
+        }
+        let Some(Some(prelude)) = with_prelude.prelude.get() else {
+            panic!("rule 10 makes a prelude");
+        };
+        let settled: Vec<u32> = with_prelude
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| prelude.has_settled(*i))
+            .map(|(_, r)| r.id)
+            .collect();
+        // 16 reads what 11 writes, 17 what 12's built name may write.
+        assert_eq!(settled, [13, 18, 19]);
+        // A request that a ctl tuned runs them again: here 13 loses its
+        // target, so it no longer skips 14.
+        let tuned = RULES.replacen(
+            "SecRule TX:level",
+            "SecRule ARGS:t \"@streq 1\" \"id:9,phase:1,pass,nolog,ctl:ruleRemoveTargetById=13;TX:level\"\nSecRule TX:level",
+            1,
+        );
+        let with_prelude = load(&tuned);
+        let without = {
+            let mut set = compiled(&tuned);
+            set.prelude = std::sync::OnceLock::from(None);
+            Arc::new(set)
+        };
+        let a = request(&with_prelude, "/?t=1&q=y", None);
+        let b = request(&without, "/?t=1&q=y", None);
+        assert_eq!(ids(&a), ids(&b));
+        assert_eq!(ids(&a), [10, 9, 14, 19]);
+    }
+
     /// The rules that open phase 1 and read nothing of the request run once
     /// per rule set: every request starts from their result, which must be
     /// what running them would give.

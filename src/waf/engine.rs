@@ -70,6 +70,12 @@ impl Tuning {
             || self.detect_tags.iter().any(|t| rule.has_tag(t))
     }
 
+    /// Whether a target exclusion names this rule.
+    fn retargets(&self, rule: &Rule) -> bool {
+        self.targets_by_id.iter().any(|(r, _)| r.contains(rule.id))
+            || self.targets_by_tag.iter().any(|(t, _)| rule.has_tag(t))
+    }
+
     fn exclusions_for(&self, rule: &Rule) -> Vec<TargetExclusion> {
         if self.targets_by_id.is_empty() && self.targets_by_tag.is_empty() {
             return Vec::new();
@@ -876,10 +882,15 @@ impl Transaction {
     /// Evaluates rule `index`, or replays the answer the prelude settled
     /// for it; whether it matched.
     fn run_rule(&mut self, set: &RuleSet, index: usize, rule: &Rule) -> bool {
-        // A ctl may have tuned this request since it started (a removed
-        // target): then the rule runs.
+        // A ctl may have tuned this rule since the request started (a
+        // removed target, detect-only): then it runs. (Removed rules do not
+        // get here.) Most requests are tuned for other rules: CRS 941010
+        // takes REQUEST_FILENAME from the rules tagged xss-perf-disable.
+        let tuning = &self.state.tuning;
         let settled = match set.prelude.get() {
-            Some(Some(prelude)) if self.from_prelude && self.state.tuning.is_empty() => {
+            Some(Some(prelude))
+                if self.from_prelude && !tuning.retargets(rule) && !tuning.detect_only(rule) =>
+            {
                 prelude.settled.get(index).and_then(Option::as_ref)
             }
             _ => None,

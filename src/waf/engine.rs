@@ -500,15 +500,16 @@ pub struct Prelude {
     matched_var: Option<usize>,
     matched_vars: Vec<(VarName, Vec<u8>)>,
     /// By rule index: the outcome of the rules after the prelude whose
-    /// answer it already settles (`settles`).
+    /// answer it already settles (`reads_settled_values`).
     settled: Vec<Option<Settled>>,
 }
 
-/// The outcome of a rule that reads only TX variables the prelude set and
-/// no later rule can write: the same for every request that starts from the
-/// prelude. The CRS asks about fifty of them per request (each rule file's
-/// paranoia-level skips, `TX:DETECTION_PARANOIA_LEVEL "@lt 2"`), each
-/// costing a full rule evaluation for a known answer.
+/// The outcome of a rule whose first link reads only TX variables the
+/// prelude set and no later rule can write: the same for every request
+/// that starts from the prelude. At PL1 the CRS asks about 75 of them per
+/// request (each rule file's paranoia-level skips, `TX:DETECTION_PARANOIA_LEVEL
+/// "@lt 2"`; the scores of the levels above the policy's), each a full
+/// rule evaluation for a known answer.
 #[derive(Debug)]
 struct Settled {
     /// `None`: the rule does not match.
@@ -578,18 +579,11 @@ impl LaterWrites {
     }
 }
 
-/// Whether the prelude settles `rule`'s answer: one link, no effects but
-/// its record and matched variables (no setvar, ctl, capture, log or
-/// decision), TX variables by name that no later rule writes, and an
-/// operator parameter without macros.
-fn settles(rule: &Rule, later: &LaterWrites) -> bool {
-    rule.chain.is_none()
-        && rule.setvars.is_empty()
-        && rule.ctls.is_empty()
-        && !rule.capture
-        && !rule.log
-        && rule.disruptive == Disruptive::Pass
-        && rule.exclusions.is_empty()
+/// Whether the prelude settles what `rule`'s first link answers: it reads
+/// only TX variables, by name, that no later rule writes, with an operator
+/// parameter without macros.
+fn reads_settled_values(rule: &Rule, later: &LaterWrites) -> bool {
+    rule.exclusions.is_empty()
         && rule.operator.param().is_none_or(|m| m.literal().is_some())
         && !rule.targets.is_empty()
         && rule.targets.iter().all(|t| {
@@ -598,8 +592,19 @@ fn settles(rule: &Rule, later: &LaterWrites) -> bool {
         })
 }
 
+/// Whether a match of `rule` has no effect but its record and matched
+/// variables: one link, no setvar, ctl, capture, log or decision.
+fn quiet(rule: &Rule) -> bool {
+    rule.chain.is_none()
+        && rule.setvars.is_empty()
+        && rule.ctls.is_empty()
+        && !rule.capture
+        && !rule.log
+        && rule.disruptive == Disruptive::Pass
+}
+
 impl Prelude {
-    /// Whether the prelude settles the answer of rule `index` (`settles`).
+    /// Whether the prelude settles the answer of rule `index`.
     #[cfg(test)]
     pub(crate) fn has_settled(&self, index: usize) -> bool {
         self.settled.get(index).is_some_and(Option::is_some)
@@ -632,13 +637,22 @@ impl Prelude {
         );
         scratch.state.tx = tx.state.tx.clone();
         for (index, rule) in set.rules.iter().enumerate() {
-            if !settles(rule, &later) {
+            if !reads_settled_values(rule, &later) {
                 continue;
             }
-            let hit = scratch.evaluate_chain(rule).then(|| SettledHit {
-                record: scratch.state.matches.pop().expect("a match is recorded"),
-                matched_vars: std::mem::take(&mut scratch.state.matched_vars),
-            });
+            // A first link that does not match settles any rule: nothing
+            // of it runs. A match is replayed only where it has no effects.
+            let hit = match scratch.evaluate(rule, rule, &[], false) {
+                None => None,
+                Some(_) if quiet(rule) => {
+                    scratch.evaluate_chain(rule);
+                    Some(SettledHit {
+                        record: scratch.state.matches.pop().expect("a match is recorded"),
+                        matched_vars: std::mem::take(&mut scratch.state.matched_vars),
+                    })
+                }
+                Some(_) => continue,
+            };
             settled[index] = Some(Settled { hit });
         }
         Some(Prelude {

@@ -756,8 +756,10 @@ SecMarker "END-LOW"
 SecRule MATCHED_VAR "@streq 1" "id:15,phase:1,pass,nolog"
 SecRule TX:mode "@streq alert" "id:16,phase:1,pass,nolog"
 SecRule TX:dyn_a "@eq 1" "id:17,phase:2,pass,nolog"
-SecRule TX:level "@ge 2" "id:18,phase:2,pass,nolog"
+SecRule TX:level "@ge 2" "id:18,phase:2,pass,log,setvar:tx.high=1"
 SecRule &TX:level "@eq 1" "id:19,phase:2,pass,nolog"
+SecRule TX:level "@eq 1" "id:20,phase:2,pass,nolog,setvar:tx.seen=1"
+SecRule TX:seen "@eq 1" "id:21,phase:2,pass,nolog"
 "#;
         let with_prelude = load(RULES);
         let without = {
@@ -766,9 +768,9 @@ SecRule &TX:level "@eq 1" "id:19,phase:2,pass,nolog"
             Arc::new(set)
         };
         let cases: &[(&str, &[u32])] = &[
-            ("/?q=y", &[10, 13, 15, 19]),
-            ("/?q=xy", &[10, 11, 13, 15, 16, 19]),
-            ("/?n=a", &[10, 12, 13, 15, 17, 19]),
+            ("/?q=y", &[10, 13, 15, 19, 20, 21]),
+            ("/?q=xy", &[10, 11, 13, 15, 16, 19, 20, 21]),
+            ("/?n=a", &[10, 12, 13, 15, 17, 19, 20, 21]),
         ];
         for (uri, expected) in cases {
             let a = request(&with_prelude, uri, None);
@@ -790,7 +792,9 @@ SecRule &TX:level "@eq 1" "id:19,phase:2,pass,nolog"
             .filter(|(i, _)| prelude.has_settled(*i))
             .map(|(_, r)| r.id)
             .collect();
-        // 16 reads what 11 writes, 17 what 12's built name may write.
+        // 16 reads what 11 writes, 17 what 12's built name may write, 21
+        // what 20 writes; 20 matches, and a match that sets a variable
+        // runs. 18 does not match: its actions do not matter.
         assert_eq!(settled, [13, 18, 19]);
         // A request that a ctl tuned runs them again: here 13 loses its
         // target, so it no longer skips 14.
@@ -808,7 +812,7 @@ SecRule &TX:level "@eq 1" "id:19,phase:2,pass,nolog"
         let a = request(&with_prelude, "/?t=1&q=y", None);
         let b = request(&without, "/?t=1&q=y", None);
         assert_eq!(ids(&a), ids(&b));
-        assert_eq!(ids(&a), [10, 9, 14, 19]);
+        assert_eq!(ids(&a), [10, 9, 14, 19, 20, 21]);
     }
 
     /// The rules that open phase 1 and read nothing of the request run once

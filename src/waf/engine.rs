@@ -501,7 +501,7 @@ pub struct Prelude {
     matched_vars: Vec<(VarName, Vec<u8>)>,
     /// By rule index: the outcome of the rules after the prelude whose
     /// answer it already settles (`reads_settled_values`).
-    settled: Vec<Option<Settled>>,
+    settled: Vec<Option<Box<Settled>>>,
 }
 
 /// The outcome of a rule whose first link reads only TX variables the
@@ -628,7 +628,7 @@ impl Prelude {
             return None;
         }
         let later = LaterWrites::of(&set, resume_at);
-        let mut settled: Vec<Option<Settled>> = set.rules.iter().map(|_| None).collect();
+        let mut settled: Vec<Option<Box<Settled>>> = set.rules.iter().map(|_| None).collect();
         let mut scratch = Transaction::without_prelude(
             set.clone(),
             RequestData::new(super::request::Head::default()),
@@ -653,7 +653,7 @@ impl Prelude {
                 }
                 Some(_) => continue,
             };
-            settled[index] = Some(Settled { hit });
+            settled[index] = Some(Box::new(Settled { hit }));
         }
         Some(Prelude {
             resume_at,
@@ -905,7 +905,7 @@ impl Transaction {
             Some(Some(prelude))
                 if self.from_prelude && !tuning.retargets(rule) && !tuning.detect_only(rule) =>
             {
-                prelude.settled.get(index).and_then(Option::as_ref)
+                prelude.settled.get(index).and_then(Option::as_deref)
             }
             _ => None,
         };

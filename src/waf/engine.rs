@@ -580,11 +580,18 @@ impl LaterWrites {
 }
 
 /// Whether the prelude settles what `rule`'s first link answers: it reads
-/// only TX variables, by name, that no later rule writes, with an operator
-/// parameter without macros.
+/// only TX variables, by name, that no later rule writes, in its targets
+/// and in its operator's parameter (CRS 901500 compares two settings).
 fn reads_settled_values(rule: &Rule, later: &LaterWrites) -> bool {
+    let settled_macro = |m: &Macro| {
+        m.parts.iter().all(|p| match p {
+            MacroPart::Text(_) => true,
+            MacroPart::Var(collection, Some(name)) => collection == "TX" && !later.may_write(name),
+            MacroPart::Var(_, None) => false,
+        })
+    };
     rule.exclusions.is_empty()
-        && rule.operator.param().is_none_or(|m| m.literal().is_some())
+        && rule.operator.param().is_none_or(settled_macro)
         && !rule.targets.is_empty()
         && rule.targets.iter().all(|t| {
             t.collection == Collection::Tx

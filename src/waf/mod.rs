@@ -747,8 +747,8 @@ SecRule ARGS:c "@detectXSS" "id:52,phase:1,pass,log,t:none,t:htmlEntityDecode"
     #[test]
     fn settled_rules_answer_as_if_they_ran() {
         const RULES: &str = r#"
-SecAction "id:10,phase:1,pass,nolog,setvar:tx.level=1,setvar:tx.mode=calm"
-SecRule ARGS:q "@contains x" "id:11,phase:1,pass,nolog,setvar:tx.mode=alert"
+SecAction "id:10,phase:1,pass,nolog,setvar:tx.level=1,setvar:tx.mode=calm,setvar:tx.floor=1"
+SecRule ARGS:q "@contains x" "id:11,phase:1,pass,nolog,setvar:tx.mode=alert,setvar:tx.cap=5"
 SecRule ARGS:n "@rx ^(.*)$" "id:12,phase:1,pass,nolog,capture,setvar:tx.dyn_%{tx.1}=1"
 SecRule TX:level "@lt 2" "id:13,phase:1,pass,nolog,skipAfter:END-LOW"
 SecRule ARGS "@contains y" "id:14,phase:1,pass,log"
@@ -760,6 +760,8 @@ SecRule TX:level "@ge 2" "id:18,phase:2,pass,log,setvar:tx.high=1"
 SecRule &TX:level "@eq 1" "id:19,phase:2,pass,nolog"
 SecRule TX:level "@eq 1" "id:20,phase:2,pass,nolog,setvar:tx.seen=1"
 SecRule TX:seen "@eq 1" "id:21,phase:2,pass,nolog"
+SecRule TX:level "@lt %{tx.floor}" "id:22,phase:2,deny,log"
+SecRule TX:level "@lt %{tx.cap}" "id:23,phase:2,pass,nolog"
 "#;
         let with_prelude = load(RULES);
         let without = {
@@ -769,7 +771,7 @@ SecRule TX:seen "@eq 1" "id:21,phase:2,pass,nolog"
         };
         let cases: &[(&str, &[u32])] = &[
             ("/?q=y", &[10, 13, 15, 19, 20, 21]),
-            ("/?q=xy", &[10, 11, 13, 15, 16, 19, 20, 21]),
+            ("/?q=xy", &[10, 11, 13, 15, 16, 19, 20, 21, 23]),
             ("/?n=a", &[10, 12, 13, 15, 17, 19, 20, 21]),
         ];
         for (uri, expected) in cases {
@@ -793,9 +795,10 @@ SecRule TX:seen "@eq 1" "id:21,phase:2,pass,nolog"
             .map(|(_, r)| r.id)
             .collect();
         // 16 reads what 11 writes, 17 what 12's built name may write, 21
-        // what 20 writes; 20 matches, and a match that sets a variable
-        // runs. 18 does not match: its actions do not matter.
-        assert_eq!(settled, [13, 18, 19]);
+        // what 20 writes, 23's parameter what 11 writes; 20 matches, and a
+        // match that sets a variable runs. 18 and 22 do not match: their
+        // actions do not matter.
+        assert_eq!(settled, [13, 18, 19, 22]);
         // A request that a ctl tuned runs them again: here 13 loses its
         // target, so it no longer skips 14.
         let tuned = RULES.replacen(

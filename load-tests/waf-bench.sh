@@ -17,6 +17,15 @@ CONNECTIONS="${CONNECTIONS:-32}"
 [ -d "$CRS/rules" ] || { echo "OWASP CRS not found at $CRS: set REMPART_CRS_DIR" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "wrk is needed (apt-get install wrk)" >&2; exit 1; }
 
+# A proxy left from an earlier run on one of these ports would answer in
+# place of this run's (an older build, another policy): refuse to measure.
+for port in 18180 18181 19190 18280 19290 18380 19390; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "port $port is in use (a proxy left from an earlier run?): stop it first" >&2
+    exit 1
+  fi
+done
+
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }

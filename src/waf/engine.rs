@@ -651,10 +651,12 @@ impl Prelude {
             // of it runs. A match is replayed only where it has no effects.
             let hit = match scratch.evaluate(rule, rule, &[], false) {
                 None => None,
-                Some(_) if quiet(rule) => {
-                    scratch.evaluate_chain(rule);
+                Some(_) if quiet(rule) && scratch.evaluate_chain(rule) => {
+                    let Some(record) = scratch.state.matches.pop() else {
+                        continue;
+                    };
                     Some(SettledHit {
-                        record: scratch.state.matches.pop().expect("a match is recorded"),
+                        record,
                         matched_vars: std::mem::take(&mut scratch.state.matched_vars),
                     })
                 }

@@ -411,6 +411,29 @@ mod tests {
         tx.matches().iter().map(|m| m.id).collect()
     }
 
+    /// The rules loaded twice: with the prelude, and made to run in full.
+    fn with_and_without_prelude(rules: &str) -> (Arc<compile::RuleSet>, Arc<compile::RuleSet>) {
+        let mut without = compiled(rules);
+        without.prelude = std::sync::OnceLock::from(None);
+        (load(rules), Arc::new(without))
+    }
+
+    /// A request through both, which must match the same rules; the
+    /// request made with the prelude, then the other.
+    fn same_with_and_without_prelude(
+        sets: &(Arc<compile::RuleSet>, Arc<compile::RuleSet>),
+        uri: &str,
+    ) -> (Transaction, Transaction) {
+        let a = request(&sets.0, uri, None);
+        let b = request(&sets.1, uri, None);
+        assert_eq!(
+            ids(&a),
+            ids(&b),
+            "{uri}: with and without the prelude differ"
+        );
+        (a, b)
+    }
+
     const SCORING: &str = r#"
 SecAction "id:1,phase:1,pass,nolog,setvar:tx.score=0,setvar:tx.threshold=5"
 SecRule ARGS "@rx (?i)union\s+select" "id:10,phase:2,pass,t:none,t:urlDecodeUni,msg:'SQLi in %{MATCHED_VAR_NAME}',severity:CRITICAL,setvar:'tx.score=+5'"
@@ -763,27 +786,17 @@ SecRule TX:seen "@eq 1" "id:21,phase:2,pass,nolog"
 SecRule TX:level "@lt %{tx.floor}" "id:22,phase:2,deny,log"
 SecRule TX:level "@lt %{tx.cap}" "id:23,phase:2,pass,nolog"
 "#;
-        let with_prelude = load(RULES);
-        let without = {
-            let mut set = compiled(RULES);
-            set.prelude = std::sync::OnceLock::from(None);
-            Arc::new(set)
-        };
+        let sets = with_and_without_prelude(RULES);
         let cases: &[(&str, &[u32])] = &[
             ("/?q=y", &[10, 13, 15, 19, 20, 21]),
             ("/?q=xy", &[10, 11, 13, 15, 16, 19, 20, 21, 23]),
             ("/?n=a", &[10, 12, 13, 15, 17, 19, 20, 21]),
         ];
         for (uri, expected) in cases {
-            let a = request(&with_prelude, uri, None);
-            let b = request(&without, uri, None);
-            assert_eq!(
-                ids(&a),
-                ids(&b),
-                "{uri}: with and without the prelude differ"
-            );
+            let (a, _) = same_with_and_without_prelude(&sets, uri);
             assert_eq!(ids(&a), *expected, "{uri}");
         }
+        let with_prelude = &sets.0;
         let Some(Some(prelude)) = with_prelude.prelude.get() else {
             panic!("rule 10 makes a prelude");
         };
@@ -806,15 +819,7 @@ SecRule TX:level "@lt %{tx.cap}" "id:23,phase:2,pass,nolog"
             "SecRule ARGS:t \"@streq 1\" \"id:9,phase:1,pass,nolog,ctl:ruleRemoveTargetById=13;TX:level\"\nSecRule TX:level",
             1,
         );
-        let with_prelude = load(&tuned);
-        let without = {
-            let mut set = compiled(&tuned);
-            set.prelude = std::sync::OnceLock::from(None);
-            Arc::new(set)
-        };
-        let a = request(&with_prelude, "/?t=1&q=y", None);
-        let b = request(&without, "/?t=1&q=y", None);
-        assert_eq!(ids(&a), ids(&b));
+        let (a, _) = same_with_and_without_prelude(&with_and_without_prelude(&tuned), "/?t=1&q=y");
         assert_eq!(ids(&a), [10, 9, 14, 19, 20, 21]);
     }
 
@@ -835,24 +840,14 @@ SecRule TX:score "@ge 5" "id:15,phase:1,deny,log"
 SecAction "id:16,phase:1,pass,nolog,setvar:tx.late=%{tx.score}"
 SecRule &TX:late "@eq 1" "id:17,phase:2,pass,log"
 "#;
-        let with_prelude = load(RULES);
-        let without = {
-            let mut set = compiled(RULES);
-            set.prelude = std::sync::OnceLock::from(None);
-            Arc::new(set)
-        };
+        let sets = with_and_without_prelude(RULES);
+        let (with_prelude, without) = (&sets.0, &sets.1);
         let cases: &[(&str, &[u32], i64)] = &[
             ("/?q=fine", &[10, 11, 13, 16, 17], 1),
             ("/?q=pure+evil", &[10, 11, 13, 14, 15], 6),
         ];
         for (uri, expected, score) in cases {
-            let a = request(&with_prelude, uri, None);
-            let b = request(&without, uri, None);
-            assert_eq!(
-                ids(&a),
-                ids(&b),
-                "{uri}: with and without the prelude differ"
-            );
+            let (a, b) = same_with_and_without_prelude(&sets, uri);
             assert_eq!(ids(&a), *expected, "{uri}");
             assert_eq!(
                 (a.tx("score"), a.tx("limit")),
@@ -866,7 +861,7 @@ SecRule &TX:late "@eq 1" "id:17,phase:2,pass,log"
         );
         // After the prelude, MATCHED_VAR is this request's UNIQUE_ID (what
         // SecAction 13 matched), not the one the prelude ran with.
-        for set in [&with_prelude, &without] {
+        for set in [with_prelude, without] {
             let mut tx = Transaction::new(
                 set.clone(),
                 RequestData::new(Head {

@@ -909,16 +909,16 @@ impl Transaction {
         // removed target, detect-only): then it runs. (Removed rules do not
         // get here.) Most requests are tuned for other rules: CRS 941010
         // takes REQUEST_FILENAME from the rules tagged xss-perf-disable.
-        let tuning = &self.state.tuning;
         let settled = match set.prelude.get() {
-            Some(Some(prelude))
-                if self.from_prelude && !tuning.retargets(rule) && !tuning.detect_only(rule) =>
-            {
+            Some(Some(prelude)) if self.from_prelude => {
                 prelude.settled.get(index).and_then(Option::as_deref)
             }
             _ => None,
         };
-        let Some(settled) = settled else {
+        let tuning = &self.state.tuning;
+        let Some(settled) =
+            settled.filter(|_| !tuning.retargets(rule) && !tuning.detect_only(rule))
+        else {
             return self.evaluate_chain(rule);
         };
         let Some(hit) = &settled.hit else {

@@ -54,9 +54,6 @@ pub struct Prefilter {
     byte_masks: Vec<u64>,
     single_bytes: [bool; 256],
     slots: usize,
-    /// Unique per build: memos of scan results (`engine::scan_tag`) made
-    /// with another prefilter are not reused.
-    id: u64,
 }
 
 impl Prefilter {
@@ -101,25 +98,18 @@ impl Prefilter {
                 build(Some(aho_corasick::AhoCorasickKind::ContiguousNFA)).or_else(|_| build(None));
             Some(built.map_err(|e| e.to_string())?)
         };
-        static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(Prefilter {
             automaton,
             masks,
             byte_masks,
             single_bytes,
             slots,
-            id: BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 
     /// Words of a bit set over the slots.
     pub fn words(&self) -> usize {
         self.slots.div_ceil(64)
-    }
-
-    /// This build's unique number.
-    pub fn id(&self) -> u64 {
-        self.id
     }
 
     /// Sets in `bits` (`words()` long, zeroed) the slots whose literals occur in `value`.
@@ -158,8 +148,8 @@ impl Prefilter {
 /// Rules ready to run, split by phase (1: request headers, 2: request body).
 #[derive(Debug, Default)]
 pub struct RuleSet {
-    /// Unique per build: memos keyed by rule (`engine::verdict_tag`) do not
-    /// mix the rules of two builds.
+    /// Unique per build: the facts memo (`engine::FactsMemo`) does not mix
+    /// the prefilter bits and the rules of two builds.
     pub id: u64,
     /// The literals of every prefiltered rule, scanned once per distinct
     /// transformed value.

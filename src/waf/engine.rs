@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::compile::{Item, Prefilter, RuleSet};
 use super::operator::{atoi, Hit};
-use super::request::RequestData;
+use super::request::{RequestData, ValueId};
 use super::rule::*;
 use super::transform::{apply_all, Transform};
 
@@ -137,6 +137,13 @@ struct Cache {
     /// computed: zeroing bits for every gate showed in profiles.
     gate_at: Vec<u32>,
     gate_bits: Vec<u64>,
+    /// The thread's facts memo, lent to the request while a phase runs
+    /// (`Transaction::run_from`): its rules read it without going through
+    /// the thread-local.
+    memo: FactsMemo,
+    /// By `ValueId`: the value's entry in `memo`, plus one (0: not looked
+    /// up yet; `NO_FACTS`: it has none).
+    facts: Vec<u32>,
 }
 
 struct Content {
@@ -188,6 +195,44 @@ impl Cache {
         self.bits.clear();
         self.gate_at.clear();
         self.gate_bits.clear();
+        self.facts.clear();
+    }
+
+    /// Whether the rule of verdict slot `verdict` found nothing in the value
+    /// of memo entry `facts` in an earlier request.
+    fn known_clean(&self, facts: Option<u32>, verdict: Option<u32>) -> bool {
+        match (facts, verdict) {
+            (Some(facts), Some(verdict)) => self.memo.is_clean(facts, verdict),
+            _ => false,
+        }
+    }
+
+    fn remember_clean(&mut self, facts: Option<u32>, verdict: Option<u32>) {
+        if let (Some(facts), Some(verdict)) = (facts, verdict) {
+            self.memo.learn_clean(facts, verdict);
+        }
+    }
+
+    /// Value `id`'s entry in the facts memo, looked up once per phase.
+    /// Asked for every rule and value: the known case is inlined.
+    #[inline]
+    fn facts(&mut self, set: u64, id: ValueId, value: &[u8]) -> Option<u32> {
+        match self.facts.get(id as usize) {
+            Some(&NO_FACTS) => None,
+            Some(&known) if known != 0 => Some(known - 1),
+            _ => self.look_up_facts(set, id, value),
+        }
+    }
+
+    #[inline(never)]
+    fn look_up_facts(&mut self, set: u64, id: ValueId, value: &[u8]) -> Option<u32> {
+        let i = id as usize;
+        if self.facts.len() <= i {
+            self.facts.resize(i + 1, 0);
+        }
+        let entry = self.memo.entry(set, value);
+        self.facts[i] = entry.map_or(NO_FACTS, |e| e + 1);
+        entry
     }
 
     /// The content `value` becomes under `rule`'s chain.
@@ -241,33 +286,42 @@ impl Cache {
         slot: usize,
         prefilter: &Prefilter,
         value: &[u8],
+        facts: Option<u32>,
     ) -> bool {
-        let at = self.scanned(id, chain, prefilter, value);
+        let at = self.scanned(id, chain, prefilter, value, facts);
         bit(&self.bits[at..], slot)
     }
 
     /// Where the bits of content `id` (made from `value` by chain `chain`)
-    /// start: this request's, else an earlier request's (the memo), else a
-    /// new scan. A value whose scan says "maybe" for some rule used to be
-    /// scanned again on every request: the overlapping scan of all the
-    /// literals is the prefilter's costliest step.
-    fn scanned(&mut self, id: usize, chain: usize, prefilter: &Prefilter, value: &[u8]) -> usize {
+    /// start: this request's, else an earlier request's (the memo, at
+    /// `facts`), else a new scan. A value whose scan says "maybe" for some
+    /// rule used to be scanned again on every request: the overlapping scan
+    /// of all the literals is the prefilter's costliest step.
+    fn scanned(
+        &mut self,
+        id: usize,
+        chain: usize,
+        prefilter: &Prefilter,
+        value: &[u8],
+        facts: Option<u32>,
+    ) -> usize {
         if let Some(at) = self.contents[id].bits_at {
             return at;
         }
-        let tag = scan_tag(prefilter, chain);
-        SCAN_MEMO.with(|memo| {
-            let mut memo = memo.borrow_mut();
-            if let Some(bits) = memo.get(tag, value) {
-                let at = self.bits.len();
-                self.bits.extend_from_slice(bits);
-                self.contents[id].bits_at = Some(at);
-                return at;
-            }
-            let at = self.scan(id, prefilter, value);
-            memo.put(tag, value, self.bits[at..].into());
-            at
-        })
+        let words = prefilter.words();
+        let Some(facts) = facts else {
+            return self.scan(id, prefilter, value);
+        };
+        if let Some(bits) = self.memo.scan(facts, chain, words) {
+            let at = self.bits.len();
+            self.bits.extend_from_slice(bits);
+            self.contents[id].bits_at = Some(at);
+            return at;
+        }
+        let at = self.scan(id, prefilter, value);
+        self.memo
+            .learn_scan(facts, chain, &self.bits[at..at + words]);
+        at
     }
 
     /// Scans content `id` (made from `value`) into new bits at the end of
@@ -337,130 +391,176 @@ impl Cache {
         let collection = part.target.collection;
         let at = self.gate_bits.len();
         self.gate_bits.resize(at + words, 0);
-        // The memo stays borrowed for the whole walk, so this does not go
-        // through `scanned` (which borrows it per content): going through it
-        // measured 4 to 9 % more instructions per request. Unlike `scanned`,
-        // it also teaches the memo a chain whose content another chain
-        // scanned.
-        let tag = scan_tag(prefilter, part.transforms_key);
-        SCAN_MEMO.with(|memo| {
-            let mut memo = memo.borrow_mut();
-            data.each(collection, &mut |key, value| {
-                let picked = part.target.selector.as_ref().is_none_or(|s| s.matches(key))
-                    && !part.exclusions.iter().any(|e| e.covers(collection, key));
-                if !picked {
-                    return true;
-                }
-                if let Some(bits) = memo.get(tag, value) {
-                    or_into(&mut self.gate_bits[at..at + words], bits);
-                    return true;
-                }
-                let id = self.intern(part.transforms_key, &part.transforms, value);
-                let from = match self.contents[id].bits_at {
-                    Some(from) => from,
-                    None => self.scan(id, prefilter, value),
-                };
-                let bits = &self.bits[from..from + words];
+        // Unlike `scanned`, this teaches the memo a chain whose content
+        // another chain scanned.
+        let chain = part.transforms_key;
+        data.each(collection, &mut |key, value, id| {
+            let picked = part.target.selector.as_ref().is_none_or(|s| s.matches(key))
+                && !part.exclusions.iter().any(|e| e.covers(collection, key));
+            if !picked {
+                return true;
+            }
+            let facts = id.and_then(|id| self.facts(set.id, id, value));
+            if let Some(bits) = facts.and_then(|f| self.memo.scan(f, chain, words)) {
                 or_into(&mut self.gate_bits[at..at + words], bits);
-                memo.put(tag, value, bits.into());
-                true
-            });
+                return true;
+            }
+            let content = self.intern(chain, &part.transforms, value);
+            let from = match self.contents[content].bits_at {
+                Some(from) => from,
+                None => self.scan(content, prefilter, value),
+            };
+            let bits = &self.bits[from..from + words];
+            or_into(&mut self.gate_bits[at..at + words], bits);
+            if let Some(facts) = facts {
+                self.memo.learn_scan(facts, chain, bits);
+            }
+            true
         });
         self.gate_at[index] = at as u32;
     }
 }
 
-/// What earlier requests on this thread showed about request values, keyed
-/// by a tag (what was asked of the value) and the value's bytes. User-Agent,
-/// Accept, Referer, most cookies and many arguments repeat from request to
-/// request. Bounded: values up to 1 KiB, 8,192 entries and 4 MiB of values
-/// per memo and thread, cleared when full.
-struct ValueMemo<T> {
-    entries: HashMap<u64, Remembered<T>, FastHash>,
-    /// The length of all the values kept.
+/// What earlier requests on this thread showed about request values:
+/// User-Agent, Accept, Referer, most cookies and many arguments repeat from
+/// request to request. Per value and rule set: the prefilter bits of what
+/// each transformation chain made of the value, and the rules that found
+/// nothing in it (a rule's answer on a value depends on the value alone
+/// when its operator's parameter has no macro, `Rule::verdict`: a value
+/// that repeats is not transformed nor matched again by the rules the
+/// prefilter cannot rule out). Only clean answers are kept: a hit has
+/// effects (captures, variables, the audit) and runs again.
+///
+/// A request looks each of its values up once per phase (`Cache::facts`)
+/// and its rules then read the facts by index: one lookup per rule and
+/// value, hashing the value each time, was a fifth of an inspection.
+/// Bounded: values up to 1 KiB, 8,192 values and 8 MiB per thread; once
+/// full, nothing more is learnt until the next phase starts from empty.
+#[derive(Default)]
+struct FactsMemo {
+    /// Hash of (rule set, value) -> index in `values`.
+    index: HashMap<u64, u32, FastHash>,
+    values: Vec<ValueFacts>,
+    /// Roughly the memory held by `values`.
     bytes: usize,
 }
 
-struct Remembered<T> {
-    tag: (u64, u64),
+struct ValueFacts {
+    /// `RuleSet::id`: bits and verdict slots mean something in one build.
+    set: u64,
     value: Box<[u8]>,
-    fact: T,
+    /// By chain key plus one (0: the value as it is, `RAW_CHAIN`): where
+    /// the bits of what the chain made of the value start in `bits`, plus
+    /// one (0: not known yet).
+    scans: Vec<u32>,
+    bits: Vec<u64>,
+    /// By verdict slot: the rule found nothing in the value.
+    clean: Vec<u64>,
 }
 
-impl<T> Default for ValueMemo<T> {
-    fn default() -> Self {
-        ValueMemo {
-            entries: HashMap::default(),
-            bytes: 0,
-        }
-    }
-}
-
-impl<T> ValueMemo<T> {
-    const ENTRIES: usize = 8192;
-    const BYTES: usize = 4 << 20;
+impl FactsMemo {
+    const VALUES: usize = 8192;
+    const BYTES: usize = 8 << 20;
     const LONGEST: usize = 1024;
 
-    fn key(tag: (u64, u64), value: &[u8]) -> u64 {
+    fn key(set: u64, value: &[u8]) -> u64 {
         use std::hash::{BuildHasher, Hasher};
         let mut hasher = FastHash::default().build_hasher();
-        hasher.write_u64(tag.0);
-        hasher.write_u64(tag.1);
+        hasher.write_u64(set);
         hasher.write(value);
         hasher.finish()
     }
 
-    fn get(&self, tag: (u64, u64), value: &[u8]) -> Option<&T> {
+    fn full(&self) -> bool {
+        self.values.len() >= Self::VALUES || self.bytes >= Self::BYTES
+    }
+
+    /// Called as a phase starts: no request holds an index then
+    /// (`Cache::facts` is emptied with it).
+    fn clear_if_full(&mut self) {
+        if self.full() {
+            self.index.clear();
+            self.values.clear();
+            self.bytes = 0;
+        }
+    }
+
+    /// The facts about `value`, made empty if new; `None` for a value too
+    /// long to keep, or when the memo is full.
+    fn entry(&mut self, set: u64, value: &[u8]) -> Option<u32> {
         if value.len() > Self::LONGEST {
             return None;
         }
-        self.entries
-            .get(&Self::key(tag, value))
-            .filter(|e| e.tag == tag && *e.value == *value)
-            .map(|e| &e.fact)
+        let key = Self::key(set, value);
+        if let Some(&at) = self.index.get(&key) {
+            let known = &self.values[at as usize];
+            if known.set == set && *known.value == *value {
+                return Some(at);
+            }
+        }
+        if self.full() {
+            return None;
+        }
+        let at = u32::try_from(self.values.len()).ok()?;
+        self.values.push(ValueFacts {
+            set,
+            value: value.into(),
+            scans: Vec::new(),
+            bits: Vec::new(),
+            clean: Vec::new(),
+        });
+        self.bytes += value.len() + std::mem::size_of::<ValueFacts>();
+        // A hash shared with another value: the newer one takes the slot.
+        self.index.insert(key, at);
+        Some(at)
     }
 
-    fn put(&mut self, tag: (u64, u64), value: &[u8], fact: T) {
-        if value.len() > Self::LONGEST {
+    /// The bits of what chain `chain` made of value `at`, if known.
+    fn scan(&self, at: u32, chain: usize, words: usize) -> Option<&[u64]> {
+        let facts = &self.values[at as usize];
+        let from = *facts.scans.get(chain.wrapping_add(1))?;
+        let from = (from as usize).checked_sub(1)?;
+        facts.bits.get(from..from + words)
+    }
+
+    fn learn_scan(&mut self, at: u32, chain: usize, bits: &[u64]) {
+        if self.bytes >= Self::BYTES {
             return;
         }
-        if self.entries.len() >= Self::ENTRIES || self.bytes + value.len() > Self::BYTES {
-            self.entries.clear();
-            self.bytes = 0;
-        }
-        self.bytes += value.len();
-        let remembered = Remembered {
-            tag,
-            value: value.into(),
-            fact,
+        let facts = &mut self.values[at as usize];
+        let slot = chain.wrapping_add(1);
+        let Ok(from) = u32::try_from(facts.bits.len() + 1) else {
+            return;
         };
-        self.entries.insert(Self::key(tag, value), remembered);
+        if facts.scans.len() <= slot {
+            self.bytes += (slot + 1 - facts.scans.len()) * 4;
+            facts.scans.resize(slot + 1, 0);
+        }
+        facts.scans[slot] = from;
+        facts.bits.extend_from_slice(bits);
+        self.bytes += bits.len() * 8;
     }
-}
 
-/// What a prefilter (`Prefilter::id`) scan found in what a chain made of a
-/// value: its transformations and scan are done once. Another policy's
-/// prefilter has its own tags.
-fn scan_tag(prefilter: &Prefilter, chain: usize) -> (u64, u64) {
-    (prefilter.id(), chain as u64)
-}
+    fn is_clean(&self, at: u32, verdict: u32) -> bool {
+        bit(&self.values[at as usize].clean, verdict as usize)
+    }
 
-/// That a rule (`RuleSet::id`, `Rule::verdict`) found nothing in a value.
-/// A rule's answer on a value depends on the value alone when its
-/// operator's parameter has no macro: a value that repeats is not
-/// transformed nor matched again by the rules the prefilter cannot rule
-/// out (libinjection's, regexes without literals, literals that occur in
-/// the value). Only clean answers are kept: a hit has effects (captures,
-/// variables, the audit) and runs again.
-fn verdict_tag(set: u64, slot: u32) -> (u64, u64) {
-    (set, u64::from(slot))
+    fn learn_clean(&mut self, at: u32, verdict: u32) {
+        if self.bytes >= Self::BYTES {
+            return;
+        }
+        let clean = &mut self.values[at as usize].clean;
+        let word = verdict as usize / 64;
+        if clean.len() <= word {
+            self.bytes += (word + 1 - clean.len()) * 8;
+            clean.resize(word + 1, 0);
+        }
+        clean[word] |= 1 << (verdict % 64);
+    }
 }
 
 thread_local! {
-    /// Prefilter bits, by `scan_tag`.
-    static SCAN_MEMO: std::cell::RefCell<ValueMemo<Box<[u64]>>> = std::cell::RefCell::default();
-    /// Clean verdicts, by `verdict_tag`.
-    static VERDICT_MEMO: std::cell::RefCell<ValueMemo<()>> = std::cell::RefCell::default();
+    static FACTS: std::cell::RefCell<FactsMemo> = std::cell::RefCell::default();
 }
 
 /// The chain key of values as they are (`Cache::raw_content`).
@@ -468,6 +568,9 @@ const RAW_CHAIN: usize = usize::MAX;
 
 /// A gate entry not computed yet in this phase.
 const NOT_COMPUTED: u32 = u32::MAX;
+
+/// A value the facts memo does not keep (`Cache::facts`).
+const NO_FACTS: u32 = u32::MAX;
 
 /// Sets in `into` every bit set in `bits`.
 fn or_into(into: &mut [u64], bits: &[u64]) {
@@ -763,8 +866,19 @@ impl Transaction {
     /// Runs the items of `phase` from index `i`. With `independent_only`,
     /// stops before the first rule that depends on the request and returns
     /// its index.
-    fn run_from(&mut self, phase: usize, mut i: usize, independent_only: bool) -> usize {
+    fn run_from(&mut self, phase: usize, i: usize, independent_only: bool) -> usize {
         self.cache.clear();
+        self.cache.memo = FACTS.with(|memo| std::mem::take(&mut *memo.borrow_mut()));
+        self.cache.memo.clear_if_full();
+        let end = self.run_items(phase, i, independent_only);
+        // Given back, and the entries that pointed into it forgotten.
+        let memo = std::mem::take(&mut self.cache.memo);
+        self.cache.facts.clear();
+        FACTS.with(|m| *m.borrow_mut() = memo);
+        end
+    }
+
+    fn run_items(&mut self, phase: usize, mut i: usize, independent_only: bool) -> usize {
         let set = self.set.clone();
         let Some(items) = set.phases.get(phase) else {
             return 0;
@@ -1180,7 +1294,7 @@ impl Transaction {
                     return Vec::new();
                 };
                 let mut out = None;
-                self.data.each(c, &mut |k, v| {
+                self.data.each(c, &mut |k, v, _| {
                     if key.is_none_or(|key| k.eq_ignore_ascii_case(key)) {
                         out = Some(v.to_vec());
                         return false;
@@ -1222,14 +1336,14 @@ impl Visit<'_> {
                 let present =
                     self.state.tx.contains_key(name.as_str()) && !self.excluded(collection, name);
                 let count: &[u8] = if present { b"1" } else { b"0" };
-                self.check(collection, "", count, false);
+                self.check(collection, "", count, None);
                 return;
             }
             self.entries(
                 data,
                 collection,
                 target.selector.as_ref(),
-                &mut |visit, key, _| {
+                &mut |visit, key, _, _| {
                     if visit.selected(target, key) {
                         visit.count += 1;
                     }
@@ -1237,22 +1351,22 @@ impl Visit<'_> {
                 },
             );
             let count = self.count.to_string();
-            self.check(collection, "", count.as_bytes(), false);
+            self.check(collection, "", count.as_bytes(), None);
             return;
         }
         self.entries(
             data,
             collection,
             target.selector.as_ref(),
-            &mut |visit, key, value| {
+            &mut |visit, key, value, id| {
                 if keyed && !visit.selected(target, key) {
                     return true;
                 }
                 if !keyed && visit.excluded(collection, key) {
                     return true;
                 }
-                let cacheable = collection.in_request() && !value.is_empty();
-                visit.check(collection, key, value, cacheable);
+                let memorable = id.filter(|_| collection.in_request() && !value.is_empty());
+                visit.check(collection, key, value, memorable);
                 true
             },
         );
@@ -1273,17 +1387,19 @@ impl Visit<'_> {
 
     /// Calls `each` for every entry; the engine's own collections are copied
     /// first because `each` may change them (captures).
-    fn entries(
+    fn entries<F>(
         &mut self,
         data: &RequestData,
         collection: Collection,
         only: Option<&Selector>,
-        each: &mut dyn FnMut(&mut Self, &str, &[u8]) -> bool,
-    ) {
+        each: &mut F,
+    ) where
+        F: FnMut(&mut Self, &str, &[u8], Option<ValueId>) -> bool,
+    {
         if let (Collection::Tx, Some(Selector::Name(name))) = (collection, only) {
             // One variable by name: only its value is copied.
             if let Some(value) = self.state.tx.get(name.as_str()).cloned() {
-                each(self, name, &value);
+                each(self, name, &value, None);
             }
             return;
         }
@@ -1315,12 +1431,12 @@ impl Visit<'_> {
                 .map(|(k, _)| (k.to_string(), k.as_bytes().to_vec()))
                 .collect(),
             _ => {
-                data.each(collection, &mut |k, v| each(self, k, v));
+                data.each(collection, &mut |k, v, id| each(self, k, v, id));
                 return;
             }
         };
         for (k, v) in &own {
-            if !each(self, k, v) {
+            if !each(self, k, v, None) {
                 break;
             }
         }
@@ -1328,21 +1444,33 @@ impl Visit<'_> {
 
     /// Transforms a value, runs the operator and records a hit. A value the
     /// rule found clean in an earlier request is not looked at again (the
-    /// verdict memo), unless the prefilter, cheaper, rules it out first.
-    fn check(&mut self, collection: Collection, key: &str, value: &[u8], cacheable: bool) {
+    /// facts memo), unless the prefilter, cheaper, rules it out first.
+    /// `memorable`: the id of a request value the memo may keep facts about.
+    fn check(
+        &mut self,
+        collection: Collection,
+        key: &str,
+        value: &[u8],
+        memorable: Option<ValueId>,
+    ) {
         let rule = self.rule;
         let prefilter = rule.prefilter.zip(self.prefilter);
-        let verdict = rule.verdict.filter(|_| cacheable);
+        let verdict = rule.verdict.filter(|_| memorable.is_some());
+        let uses_memo = verdict.is_some() || (prefilter.is_some() && memorable.is_some());
+        let facts = match memorable.filter(|_| uses_memo) {
+            Some(id) => self.cache.facts(self.set, id, value),
+            None => None,
+        };
         if rule.multi_match && !rule.transforms.is_empty() {
-            if self.known_clean(verdict, value) {
+            if self.cache.known_clean(facts, verdict) {
                 return;
             }
             // The value as it is, gated by the prefilter scan of the value
             // itself (shared with every rule that sees it untransformed)...
             let raw_may_match = match prefilter {
-                Some((slot, p)) if cacheable => {
+                Some((slot, p)) if memorable.is_some() => {
                     let id = self.cache.raw_content(value);
-                    self.cache.may_match(id, RAW_CHAIN, slot, p, value)
+                    self.cache.may_match(id, RAW_CHAIN, slot, p, value, facts)
                 }
                 _ => true,
             };
@@ -1363,24 +1491,26 @@ impl Visit<'_> {
                     }
                 }
             }
-            self.remember_clean(verdict, value);
+            self.cache.remember_clean(facts, verdict);
             return;
         }
-        if cacheable && (prefilter.is_some() || !rule.transforms.is_empty()) {
+        if memorable.is_some() && (prefilter.is_some() || !rule.transforms.is_empty()) {
             // A value seen in an earlier request: its bits are known without
             // transforming or scanning it again.
             let mut bits_known = false;
-            if let Some((slot, p)) = prefilter {
-                let tag = scan_tag(p, rule.transforms_key);
-                let known = SCAN_MEMO
-                    .with(|memo| memo.borrow().get(tag, value).map(|bits| bit(bits, slot)));
+            if let (Some((slot, p)), Some(facts)) = (prefilter, facts) {
+                let known = self
+                    .cache
+                    .memo
+                    .scan(facts, rule.transforms_key, p.words())
+                    .map(|bits| bit(bits, slot));
                 if known == Some(false) {
                     return;
                 }
                 bits_known = known.is_some();
             }
             // A value new to the scan memo is new to this one too.
-            if (prefilter.is_none() || bits_known) && self.known_clean(verdict, value) {
+            if (prefilter.is_none() || bits_known) && self.cache.known_clean(facts, verdict) {
                 return;
             }
             let id = self.cache.content(rule, value);
@@ -1389,40 +1519,25 @@ impl Visit<'_> {
             if let Some((slot, p)) = prefilter {
                 if !self
                     .cache
-                    .may_match(id, rule.transforms_key, slot, p, value)
+                    .may_match(id, rule.transforms_key, slot, p, value, facts)
                 {
                     return;
                 }
             }
             let transformed = self.cache.contents[id].bytes.clone();
             if !self.test(collection, key, transformed.as_deref().unwrap_or(value)) {
-                self.remember_clean(verdict, value);
+                self.cache.remember_clean(facts, verdict);
             }
         } else if rule.transforms.is_empty() {
-            if self.known_clean(verdict, value) {
+            if self.cache.known_clean(facts, verdict) {
                 return;
             }
             if !self.test(collection, key, value) {
-                self.remember_clean(verdict, value);
+                self.cache.remember_clean(facts, verdict);
             }
         } else {
             let transformed = apply_all(&rule.transforms, value);
             self.test(collection, key, &transformed);
-        }
-    }
-
-    /// Whether this rule found nothing in `value` in an earlier request.
-    fn known_clean(&self, verdict: Option<u32>, value: &[u8]) -> bool {
-        verdict.is_some_and(|slot| {
-            let tag = verdict_tag(self.set, slot);
-            VERDICT_MEMO.with(|memo| memo.borrow().get(tag, value).is_some())
-        })
-    }
-
-    fn remember_clean(&self, verdict: Option<u32>, value: &[u8]) {
-        if let Some(slot) = verdict {
-            let tag = verdict_tag(self.set, slot);
-            VERDICT_MEMO.with(|memo| memo.borrow_mut().put(tag, value, ()));
         }
     }
 

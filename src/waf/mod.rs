@@ -762,6 +762,47 @@ SecRule ARGS:c "@detectXSS" "id:52,phase:1,pass,log,t:none,t:htmlEntityDecode"
         }
     }
 
+    /// The memo's facts are found through each value's number in its
+    /// request (`ValueId`): the same number holds another value in the
+    /// next phase (the body's arguments join ARGS) and in the next request.
+    /// What one value taught must never answer for another.
+    #[test]
+    fn facts_follow_values_not_their_numbers() {
+        let set = load(
+            r#"
+SecRule ARGS "@rx ^[0-9]+$" "id:60,phase:1,pass,log,t:lowercase"
+SecRule ARGS "@rx ^[0-9]+$" "id:61,phase:2,pass,log,t:lowercase"
+SecRule ARGS "@contains '" "id:62,phase:2,pass,log,t:lowercase"
+"#,
+        );
+        let form = "application/x-www-form-urlencoded";
+        let cases: &[(&str, &str, &[u32])] = &[
+            ("/?a=x", "b=5", &[61]),
+            ("/?a=5", "b=x", &[60, 61]),
+            ("/?a=x", "b=x", &[]),
+            ("/?a=x&c=y", "b=O%27Brien", &[62]),
+            ("/?a=O%27Brien", "b=x", &[62]),
+            ("/?a=x", "b=x&d=7", &[61]),
+        ];
+        for round in 0..2 {
+            for (uri, body, expected) in cases {
+                let tx = request(&set, uri, Some((form, body)));
+                assert_eq!(ids(&tx), *expected, "{uri} {body}, round {round}");
+            }
+        }
+        // More distinct values than the memo keeps: it fills up in phase 1
+        // and starts empty in phase 2, where nothing learnt before may
+        // answer.
+        let many: Vec<String> = (0..9000).map(|i| format!("v{i}=x{i}")).collect();
+        let uri = format!("/?{}&a=5", many.join("&"));
+        for round in 0..2 {
+            let tx = request(&set, &uri, Some((form, "b=x")));
+            assert_eq!(ids(&tx), [60, 61], "round {round}");
+            let tx = request(&set, "/?a=x", Some((form, "b=7")));
+            assert_eq!(ids(&tx), [61], "round {round}");
+        }
+    }
+
     /// After the prelude, a rule that reads only TX variables the prelude
     /// set and no later rule writes gives every request the same answer:
     /// it is replayed, with its record and MATCHED_VAR, and must answer

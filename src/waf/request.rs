@@ -181,89 +181,83 @@ impl RequestData {
             .sum();
     }
 
-    /// Calls `each(key, value)` for every entry of a request collection.
+    /// Calls `each(key, value, id)` for every entry of a request collection.
     /// Scalars have an empty key. Returns early when `each` returns false.
-    pub fn each(&self, collection: Collection, each: &mut dyn FnMut(&str, &[u8]) -> bool) {
+    /// Values the request holds (not counts nor lengths) come with their
+    /// `ValueId`.
+    pub fn each(&self, collection: Collection, each: &mut Each) {
         use Collection::*;
-        let pairs = |list: &[(String, Vec<u8>)], each: &mut dyn FnMut(&str, &[u8]) -> bool| {
-            for (k, v) in list {
-                if !each(k, v) {
+        let pairs = |list: &[(String, Vec<u8>)], base: ValueId, each: &mut Each| {
+            for ((k, v), id) in list.iter().zip(base..) {
+                if !each(k, v, Some(id)) {
                     return false;
                 }
             }
             true
         };
-        let names = |list: &[(String, Vec<u8>)], each: &mut dyn FnMut(&str, &[u8]) -> bool| {
-            for (k, _) in list {
-                if !each(k, k.as_bytes()) {
+        let names = |list: &[(String, Vec<u8>)], base: ValueId, each: &mut Each| {
+            for ((k, _), id) in list.iter().zip(base..) {
+                if !each(k, k.as_bytes(), Some(id)) {
                     return false;
                 }
             }
             true
         };
-        let number = |n: usize, each: &mut dyn FnMut(&str, &[u8]) -> bool| {
-            each("", n.to_string().as_bytes());
+        let number = |n: usize, each: &mut Each| {
+            each("", n.to_string().as_bytes(), None);
         };
+        let scalar = |value: &[u8], id: ValueId, each: &mut Each| {
+            each("", value, Some(id));
+        };
+        let base = |list: List| self.base(list);
         match collection {
             Args => {
-                if pairs(&self.args_get, each) {
-                    pairs(&self.args_post, each);
+                if pairs(&self.args_get, base(List::ArgsGet), each) {
+                    pairs(&self.args_post, base(List::ArgsPost), each);
                 }
             }
             ArgsGet => {
-                pairs(&self.args_get, each);
+                pairs(&self.args_get, base(List::ArgsGet), each);
             }
             ArgsPost => {
-                pairs(&self.args_post, each);
+                pairs(&self.args_post, base(List::ArgsPost), each);
             }
             ArgsNames => {
-                if names(&self.args_get, each) {
-                    names(&self.args_post, each);
+                if names(&self.args_get, base(List::ArgsGetNames), each) {
+                    names(&self.args_post, base(List::ArgsPostNames), each);
                 }
             }
             ArgsGetNames => {
-                names(&self.args_get, each);
+                names(&self.args_get, base(List::ArgsGetNames), each);
             }
             ArgsPostNames => {
-                names(&self.args_post, each);
+                names(&self.args_post, base(List::ArgsPostNames), each);
             }
             ArgsCombinedSize => number(self.args_combined_size, each),
             RequestCookies => {
-                pairs(&self.cookies, each);
+                pairs(&self.cookies, base(List::Cookies), each);
             }
             RequestCookiesNames => {
-                names(&self.cookies, each);
+                names(&self.cookies, base(List::CookieNames), each);
             }
             RequestHeaders => {
-                pairs(&self.head.headers, each);
+                pairs(&self.head.headers, base(List::Headers), each);
             }
             RequestHeadersNames => {
-                names(&self.head.headers, each);
+                names(&self.head.headers, base(List::HeaderNames), each);
             }
-            RequestFilename => {
-                each("", &self.filename);
-            }
-            RequestBasename => {
-                each("", &self.basename);
-            }
-            RequestUri => {
-                each("", &self.uri);
-            }
-            RequestUriRaw => {
-                each("", &self.head.raw_uri);
-            }
-            RequestLine => {
-                each("", &self.line);
-            }
+            RequestFilename => scalar(&self.filename, Scalar::Filename as ValueId, each),
+            RequestBasename => scalar(&self.basename, Scalar::Basename as ValueId, each),
+            RequestUri => scalar(&self.uri, Scalar::Uri as ValueId, each),
+            RequestUriRaw => scalar(&self.head.raw_uri, Scalar::UriRaw as ValueId, each),
+            RequestLine => scalar(&self.line, Scalar::Line as ValueId, each),
             RequestMethod => {
-                each("", self.head.method.as_bytes());
+                each("", self.head.method.as_bytes(), None);
             }
             RequestProtocol => {
-                each("", self.head.protocol.as_bytes());
+                each("", self.head.protocol.as_bytes(), None);
             }
-            QueryString => {
-                each("", &self.query);
-            }
+            QueryString => scalar(&self.query, Scalar::Query as ValueId, each),
             // As in ModSecurity, the raw body is a variable when no processor
             // took it apart (or a form's), when parsing failed, or when forced:
             // JSON, XML and multipart are inspected through their parts.
@@ -272,35 +266,39 @@ impl RequestData {
                     || self.body_error.is_some()
                     || matches!(self.processor.as_deref(), None | Some(URLENCODED));
                 if raw && !self.body.is_empty() {
-                    each("", &self.body);
+                    scalar(&self.body, Scalar::Body as ValueId, each);
                 }
             }
             RequestBodyLength => number(self.body_length, each),
             ReqbodyProcessor => {
                 if let Some(p) = &self.processor {
-                    each("", p.as_bytes());
+                    each("", p.as_bytes(), None);
                 }
             }
             ReqbodyError => number(usize::from(self.body_error.is_some()), each),
             ReqbodyErrorMsg => {
-                each("", self.body_error.as_deref().unwrap_or("").as_bytes());
+                each(
+                    "",
+                    self.body_error.as_deref().unwrap_or("").as_bytes(),
+                    None,
+                );
             }
             MultipartStrictError => number(usize::from(self.multipart.strict_error), each),
             MultipartUnmatchedBoundary => {
                 number(usize::from(self.multipart.unmatched_boundary), each)
             }
             MultipartPartHeaders => {
-                pairs(&self.multipart.part_headers, each);
+                pairs(&self.multipart.part_headers, base(List::PartHeaders), each);
             }
             Files => {
-                pairs(&self.multipart.files, each);
+                pairs(&self.multipart.files, base(List::Files), each);
             }
             FilesNames => {
-                names(&self.multipart.files, each);
+                names(&self.multipart.files, base(List::FileNames), each);
             }
             FilesSizes => {
                 for (k, size) in &self.multipart.file_sizes {
-                    if !each(k, size.to_string().as_bytes()) {
+                    if !each(k, size.to_string().as_bytes(), None) {
                         break;
                     }
                 }
@@ -309,22 +307,23 @@ impl RequestData {
                 number(self.multipart.file_sizes.iter().map(|(_, s)| s).sum(), each)
             }
             RemoteAddr => {
-                each("", self.head.remote_addr.as_bytes());
+                each("", self.head.remote_addr.as_bytes(), None);
             }
             RemotePort => number(self.head.remote_port as usize, each),
             ServerName => {
-                each("", &self.server_name);
+                each("", &self.server_name, None);
             }
             ServerPort => number(self.head.server_port as usize, each),
             UniqueId => {
-                each("", self.head.request_id.as_bytes());
+                each("", self.head.request_id.as_bytes(), None);
             }
             // `XML:/*` selects the text nodes, `XML://@*` the attribute values.
             Xml => {
-                let texts = self.xml_texts.iter().map(|t| ("/*", t));
-                let attributes = self.xml_attributes.iter().map(|a| ("//@*", a));
-                for (key, value) in texts.chain(attributes) {
-                    if !each(key, value) {
+                let texts = (self.xml_texts.iter().map(|t| ("/*", t))).zip(base(List::XmlTexts)..);
+                let attributes = (self.xml_attributes.iter().map(|a| ("//@*", a)))
+                    .zip(base(List::XmlAttributes)..);
+                for ((key, value), id) in texts.chain(attributes) {
+                    if !each(key, value, Some(id)) {
                         return;
                     }
                 }
@@ -344,6 +343,66 @@ impl RequestData {
             Tx | MatchedVar | MatchedVarName | MatchedVars | MatchedVarsNames => {}
         }
     }
+
+    /// The first `ValueId` of a list's values: the scalars come first, then
+    /// each list after the ones before it.
+    fn base(&self, list: List) -> ValueId {
+        let lens = [
+            self.head.headers.len(),
+            self.head.headers.len(),
+            self.cookies.len(),
+            self.cookies.len(),
+            self.args_get.len(),
+            self.args_get.len(),
+            self.args_post.len(),
+            self.args_post.len(),
+            self.multipart.part_headers.len(),
+            self.multipart.files.len(),
+            self.multipart.files.len(),
+            self.xml_texts.len(),
+        ];
+        let before: usize = lens[..list as usize].iter().sum();
+        SCALARS + before as ValueId
+    }
+}
+
+/// A request value's number, dense over the values one request holds (its
+/// path, headers, cookies, arguments...), so that per-request tables are
+/// arrays indexed by it. A phase's values keep their numbers for the phase.
+pub type ValueId = u32;
+
+/// What `RequestData::each` calls with each key, value and value id.
+pub type Each<'e> = dyn FnMut(&str, &[u8], Option<ValueId>) -> bool + 'e;
+
+/// The single values, numbered first.
+enum Scalar {
+    Filename,
+    Basename,
+    Uri,
+    UriRaw,
+    Line,
+    Query,
+    Body,
+}
+
+const SCALARS: ValueId = Scalar::Body as ValueId + 1;
+
+/// The lists of values, in numbering order.
+#[derive(Clone, Copy)]
+enum List {
+    Headers,
+    HeaderNames,
+    Cookies,
+    CookieNames,
+    ArgsGet,
+    ArgsGetNames,
+    ArgsPost,
+    ArgsPostNames,
+    PartHeaders,
+    Files,
+    FileNames,
+    XmlTexts,
+    XmlAttributes,
 }
 
 #[cfg(test)]
@@ -353,7 +412,7 @@ mod tests {
 
     fn collect(data: &RequestData, c: Collection) -> Vec<(String, Vec<u8>)> {
         let mut out = Vec::new();
-        data.each(c, &mut |k, v| {
+        data.each(c, &mut |k, v, _| {
             out.push((k.to_string(), v.to_vec()));
             true
         });
@@ -387,6 +446,93 @@ mod tests {
             b"GET /shop/caf%C3%A9/item.php?q=a+b&x=%27 HTTP/1.1"
         );
         assert_eq!(collect(&data, Collection::RequestBody), vec![]);
+    }
+
+    /// Every value a request holds has its own id, the same whichever
+    /// collection reads it (ARGS and ARGS_GET share their values); values
+    /// made on the spot (counts, lengths) have none.
+    #[test]
+    fn value_ids_are_dense_and_distinct() {
+        let mut data = RequestData::new(Head {
+            method: "POST".into(),
+            raw_uri: b"/a/b.php?q=1&r=2".to_vec(),
+            protocol: "HTTP/1.1".into(),
+            headers: vec![
+                ("Host".into(), b"shop.example".to_vec()),
+                ("Cookie".into(), b"a=1; b=2".to_vec()),
+                (
+                    "Content-Type".into(),
+                    b"application/x-www-form-urlencoded".to_vec(),
+                ),
+            ],
+            ..Head::default()
+        });
+        data.set_body(b"x=1&y=2&z=3".to_vec(), 11, Some(URLENCODED));
+        use Collection::*;
+        let all = [
+            Args,
+            ArgsGet,
+            ArgsPost,
+            ArgsNames,
+            ArgsGetNames,
+            ArgsPostNames,
+            ArgsCombinedSize,
+            RequestCookies,
+            RequestCookiesNames,
+            RequestHeaders,
+            RequestHeadersNames,
+            RequestFilename,
+            RequestBasename,
+            RequestUri,
+            RequestUriRaw,
+            RequestLine,
+            RequestMethod,
+            RequestProtocol,
+            QueryString,
+            RequestBody,
+            RequestBodyLength,
+            ReqbodyProcessor,
+            ReqbodyError,
+            ReqbodyErrorMsg,
+            MultipartStrictError,
+            MultipartUnmatchedBoundary,
+            MultipartPartHeaders,
+            Files,
+            FilesNames,
+            FilesSizes,
+            FilesCombinedSize,
+            RemoteAddr,
+            RemotePort,
+            ServerName,
+            ServerPort,
+            UniqueId,
+            Xml,
+            FullRequestLength,
+            UrlencodedError,
+        ];
+        let mut by_id: std::collections::HashMap<ValueId, *const u8> = Default::default();
+        let mut held = 0;
+        for c in all {
+            data.each(c, &mut |_, v, id| {
+                match id {
+                    Some(id) => {
+                        assert!(c.in_request(), "{c:?} numbers its values");
+                        let at = *by_id.entry(id).or_insert(v.as_ptr());
+                        assert_eq!(at, v.as_ptr(), "{c:?}: id {id} names two values");
+                        held += 1;
+                    }
+                    None => assert!(!c.in_request(), "{c:?} does not number its values"),
+                }
+                true
+            });
+        }
+        // The path, its parts, the request line, the query and the body (7),
+        // 3 headers and their names, 2 cookies and their names, 2 + 3
+        // arguments and their names: 27 values, numbered 0 to 26. ARGS and
+        // ARGS_NAMES read 10 of them again.
+        assert_eq!(by_id.len(), 27);
+        assert_eq!(held, 27 + 10);
+        assert!(by_id.keys().all(|id| *id < 27));
     }
 
     #[test]

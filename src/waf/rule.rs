@@ -462,7 +462,7 @@ pub struct Rule {
     /// the same values through the same chain: when the rule's prefilter bit
     /// is clear in it, none of its values can match.
     pub gate: Option<usize>,
-    /// This link's slot in the memo of clean verdicts (`engine::verdict_tag`):
+    /// This link's slot in the memo of clean verdicts (`engine::FactsMemo`):
     /// set when its answer on a value depends on that value alone (its
     /// operator's parameter has no macro) and working it out costs more
     /// than a memo lookup (a transformation chain, a regex, a phrase list,

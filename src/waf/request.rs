@@ -468,48 +468,17 @@ mod tests {
             ..Head::default()
         });
         data.set_body(b"x=1&y=2&z=3".to_vec(), 11, Some(URLENCODED));
-        use Collection::*;
-        let all = [
-            Args,
-            ArgsGet,
-            ArgsPost,
-            ArgsNames,
-            ArgsGetNames,
-            ArgsPostNames,
-            ArgsCombinedSize,
-            RequestCookies,
-            RequestCookiesNames,
-            RequestHeaders,
-            RequestHeadersNames,
-            RequestFilename,
-            RequestBasename,
-            RequestUri,
-            RequestUriRaw,
-            RequestLine,
-            RequestMethod,
-            RequestProtocol,
-            QueryString,
-            RequestBody,
-            RequestBodyLength,
-            ReqbodyProcessor,
-            ReqbodyError,
-            ReqbodyErrorMsg,
-            MultipartStrictError,
-            MultipartUnmatchedBoundary,
-            MultipartPartHeaders,
-            Files,
-            FilesNames,
-            FilesSizes,
-            FilesCombinedSize,
-            RemoteAddr,
-            RemotePort,
-            ServerName,
-            ServerPort,
-            UniqueId,
-            Xml,
-            FullRequestLength,
-            UrlencodedError,
-        ];
+        // Every collection, by its SecLang name.
+        let all = "ARGS ARGS_GET ARGS_POST ARGS_NAMES ARGS_GET_NAMES ARGS_POST_NAMES \
+            ARGS_COMBINED_SIZE REQUEST_COOKIES REQUEST_COOKIES_NAMES REQUEST_HEADERS \
+            REQUEST_HEADERS_NAMES REQUEST_FILENAME REQUEST_BASENAME REQUEST_URI REQUEST_URI_RAW \
+            REQUEST_LINE REQUEST_METHOD REQUEST_PROTOCOL QUERY_STRING REQUEST_BODY \
+            REQUEST_BODY_LENGTH REQBODY_PROCESSOR REQBODY_ERROR REQBODY_ERROR_MSG \
+            MULTIPART_STRICT_ERROR MULTIPART_UNMATCHED_BOUNDARY MULTIPART_PART_HEADERS FILES \
+            FILES_NAMES FILES_SIZES FILES_COMBINED_SIZE REMOTE_ADDR REMOTE_PORT SERVER_NAME \
+            SERVER_PORT UNIQUE_ID XML FULL_REQUEST_LENGTH URLENCODED_ERROR"
+            .split_whitespace()
+            .map(|name| Collection::parse(name).unwrap());
         let mut by_id: std::collections::HashMap<ValueId, *const u8> = Default::default();
         let mut held = 0;
         for c in all {

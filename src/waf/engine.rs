@@ -328,10 +328,27 @@ impl Cache {
     /// `bits` (shared by every chain that makes the same content); returns
     /// where they start.
     fn scan(&mut self, id: usize, prefilter: &Prefilter, value: &[u8]) -> usize {
+        let words = prefilter.words();
         let at = self.bits.len();
-        self.bits.resize(at + prefilter.words(), 0);
         let scanned = self.contents[id].bytes.as_deref().unwrap_or(value);
-        prefilter.scan(scanned, &mut self.bits[at..]);
+        // The scan ignores ASCII case: what a chain ending in `t:lowercase`
+        // makes of a value has the bits of the same chain without it, and a
+        // body new to the memo is scanned under a dozen chains.
+        let origin = (value.as_ptr() as usize, value.len());
+        let same_but_case = self.by_value.get(&origin).and_then(|made| {
+            made.iter().find_map(|&other| {
+                let from = self.contents[other].bits_at?;
+                let bytes = self.contents[other].bytes.as_deref().unwrap_or(value);
+                (other != id && bytes.eq_ignore_ascii_case(scanned)).then_some(from)
+            })
+        });
+        match same_but_case {
+            Some(from) => self.bits.extend_from_within(from..from + words),
+            None => {
+                self.bits.resize(at + words, 0);
+                prefilter.scan(scanned, &mut self.bits[at..]);
+            }
+        }
         self.contents[id].bits_at = Some(at);
         at
     }

@@ -762,6 +762,35 @@ SecRule ARGS:c "@detectXSS" "id:52,phase:1,pass,log,t:none,t:htmlEntityDecode"
         }
     }
 
+    /// A content that differs from one already scanned only in ASCII case
+    /// takes its prefilter bits; any other difference is scanned anew.
+    #[test]
+    fn scans_are_shared_only_across_case() {
+        let set = load(
+            r#"
+SecRule ARGS "@rx zzz" "id:73,phase:1,pass,log"
+SecRule ARGS "@rx union" "id:72,phase:1,pass,log,t:urlDecodeUni"
+SecRule ARGS "@rx union" "id:74,phase:1,pass,log,t:lowercase"
+SecRule ARGS "@rx Union" "id:75,phase:1,pass,log,t:urlDecodeUni,t:lowercase"
+"#,
+        );
+        let cases: &[(&str, &[u32])] = &[
+            ("/?q=%2575nion", &[72]),
+            ("/?q=UNION", &[74]),
+            ("/?q=%2555NION", &[]),
+            ("/?q=%2575nion&r=zzz", &[73, 72]),
+        ];
+        for round in 0..2 {
+            for (uri, expected) in cases {
+                assert_eq!(
+                    ids(&request(&set, uri, None)),
+                    *expected,
+                    "{uri}, round {round}"
+                );
+            }
+        }
+    }
+
     /// The memo's facts are found through each value's number in its
     /// request (`ValueId`): the same number holds another value in the
     /// next phase (the body's arguments join ARGS) and in the next request.

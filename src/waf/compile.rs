@@ -165,6 +165,12 @@ pub struct RuleSet {
     /// list of indexes in `gate_parts`.
     pub gates: Vec<Vec<usize>>,
     pub gate_parts: Vec<GatePart>,
+    /// By chain key (`Rule::transforms_key`): the key of the chain without
+    /// its last transformation, or `NO_PARENT` for a chain of one or none.
+    /// Chains share their starts (`t:urlDecodeUni,t:htmlEntityDecode` then
+    /// `t:lowercase` or `t:removeNulls`...): the engine applies only the
+    /// last step to what the start already made of a value.
+    pub chain_parents: Arc<Vec<usize>>,
     /// Where every request stands after the request-independent rules that
     /// open phase 1, worked out by the first request.
     pub prelude: std::sync::OnceLock<Option<super::engine::Prelude>>,
@@ -186,6 +192,9 @@ pub struct GatePart {
 }
 
 impl RuleSet {}
+
+/// A chain with no shorter start (`RuleSet::chain_parents`).
+pub const NO_PARENT: usize = usize::MAX;
 
 /// Accumulates rules in load order.
 #[derive(Default)]
@@ -424,9 +433,20 @@ impl Loader {
         self.rules.push(rule);
     }
 
+    /// The key of a transformation chain; its shorter starts get keys too
+    /// (`RuleSet::chain_parents`).
     fn chain_key(&mut self, chain: &[Transform]) -> usize {
+        if let Some(&key) = self.chain_keys.get(chain) {
+            return key;
+        }
+        if let Some((_, start)) = chain.split_last() {
+            if !start.is_empty() {
+                self.chain_key(start);
+            }
+        }
         let next = self.chain_keys.len();
-        *self.chain_keys.entry(chain.to_vec()).or_insert(next)
+        self.chain_keys.insert(chain.to_vec(), next);
+        next
     }
 
     fn exclusion(&mut self, var: &seclang::RawVariable, place: &Origin) -> Option<TargetExclusion> {
@@ -836,6 +856,13 @@ impl Loader {
                 })
                 .collect();
         }
+        let mut parents = vec![NO_PARENT; self.chain_keys.len()];
+        for (chain, key) in &self.chain_keys {
+            if let Some((_, start)) = chain.split_last().filter(|(_, s)| !s.is_empty()) {
+                parents[*key] = self.chain_keys.get(start).copied().unwrap_or(NO_PARENT);
+            }
+        }
+        set.chain_parents = Arc::new(parents);
         set.prefilter = build_prefilter(&mut self.rules);
         (set.gates, set.gate_parts) = build_gates(&mut self.rules);
         number_verdicts(&mut self.rules);

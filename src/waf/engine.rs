@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::compile::{Item, Prefilter, RuleSet};
+use super::compile::{Item, Prefilter, RuleSet, NO_PARENT};
 use super::operator::{atoi, Hit};
 use super::request::{RequestData, ValueId};
 use super::rule::*;
@@ -137,6 +137,8 @@ struct Cache {
     /// computed: zeroing bits for every gate showed in profiles.
     gate_at: Vec<u32>,
     gate_bits: Vec<u64>,
+    /// `RuleSet::chain_parents`.
+    chain_parents: Arc<Vec<usize>>,
     /// The thread's facts memo, lent to the request while a phase runs
     /// (`Transaction::run_from`): its rules read it without going through
     /// the thread-local.
@@ -251,7 +253,27 @@ impl Cache {
         if let Some(&id) = self.by_chain.get(&key) {
             return id;
         }
-        let out = apply_all(chain, value);
+        // The chain's last step, applied to what its start made of the
+        // value (interned too: other chains start the same way).
+        let parent = self
+            .chain_parents
+            .get(chain_key)
+            .copied()
+            .filter(|&p| p != NO_PARENT);
+        let out = match (chain.split_last(), parent) {
+            (Some((last, start)), Some(parent)) => {
+                let from = self.intern(parent, start, value);
+                match self.contents[from].bytes.clone() {
+                    Some(made) if last.unchanged(&made) => {
+                        self.by_chain.insert(key, from);
+                        return from;
+                    }
+                    Some(made) => Cow::Owned(last.apply(&made)),
+                    None => apply_all(std::slice::from_ref(last), value),
+                }
+            }
+            _ => apply_all(chain, value),
+        };
         let known = self.by_value.entry(origin).or_default();
         let same = known
             .iter()
@@ -844,6 +866,7 @@ impl Transaction {
         mode: EngineMode,
         tuning: Tuning,
     ) -> Self {
+        let chain_parents = set.chain_parents.clone();
         Transaction {
             set,
             data,
@@ -863,7 +886,10 @@ impl Transaction {
                 would_block: None,
                 allowed: false,
             },
-            cache: Cache::default(),
+            cache: Cache {
+                chain_parents,
+                ..Cache::default()
+            },
             spare_hits: Vec::new(),
             resume_at: 0,
             from_prelude: false,

@@ -791,6 +791,35 @@ SecRule ARGS "@rx Union" "id:75,phase:1,pass,log,t:urlDecodeUni,t:lowercase"
         }
     }
 
+    /// A chain's last step applies to what its start made of the value
+    /// (`RuleSet::chain_parents`): the same as running the whole chain.
+    #[test]
+    fn chains_build_on_their_starts() {
+        let set = load(
+            r#"
+SecRule ARGS "@rx zz" "id:80,phase:1,pass,log,t:urlDecodeUni"
+SecRule ARGS "@rx <script" "id:81,phase:1,pass,log,t:urlDecodeUni,t:htmlEntityDecode"
+SecRule ARGS "@rx <script" "id:82,phase:1,pass,log,t:urlDecodeUni,t:htmlEntityDecode,t:lowercase"
+SecRule ARGS "@rx ^abc$" "id:83,phase:1,pass,log,t:urlDecodeUni,t:lowercase"
+"#,
+        );
+        let cases: &[(&str, &[u32])] = &[
+            ("/?q=%2526lt%253BSCRIPT", &[82]),
+            ("/?q=%2526lt%253Bscript", &[81, 82]),
+            ("/?q=A%2542C", &[83]),
+            ("/?q=abc&r=zz", &[80, 83]),
+        ];
+        for round in 0..2 {
+            for (uri, expected) in cases {
+                assert_eq!(
+                    ids(&request(&set, uri, None)),
+                    *expected,
+                    "{uri}, round {round}"
+                );
+            }
+        }
+    }
+
     /// The memo's facts are found through each value's number in its
     /// request (`ValueId`): the same number holds another value in the
     /// next phase (the body's arguments join ARGS) and in the next request.

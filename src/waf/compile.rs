@@ -503,6 +503,7 @@ impl Loader {
             transforms: Vec::new(),
             transforms_key: 0,
             gate: None,
+            target_parts: Vec::new(),
             verdict: None,
             multi_match: false,
             capture: false,
@@ -971,6 +972,7 @@ fn build_gates(rules: &mut [Rule]) -> (Vec<Vec<usize>>, Vec<GatePart>) {
                 })
             })
             .collect();
+        rule.target_parts = members.clone();
         members.sort_unstable();
         members.dedup();
         let gate = *gate_keys.entry(members.clone()).or_insert_with(|| {

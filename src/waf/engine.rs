@@ -414,6 +414,15 @@ impl Cache {
         bit(&self.gate_bits[self.gate_at[entry] as usize..], slot)
     }
 
+    /// Whether gate part `part`, computed in this phase, lacks slot `slot`
+    /// in all its values (not computed: unknown, so `false`).
+    fn part_lacks(&self, part: usize, slot: usize) -> bool {
+        match self.gate_at.get(part) {
+            Some(&at) if at != NOT_COMPUTED => !bit(&self.gate_bits[at as usize..], slot),
+            _ => false,
+        }
+    }
+
     /// Computes the bits of gate part `index` (in `gate_bits`, at `gate_at`).
     fn gate_part(
         &mut self,
@@ -1208,8 +1217,16 @@ impl Transaction {
             first: None,
             count: 0,
         };
-        for target in &rule.targets {
-            visit.target(&self.data, target);
+        for (i, target) in rule.targets.iter().enumerate() {
+            // The gate let the rule run: some of its targets hold a value
+            // with the rule's bit, not necessarily this one.
+            let barren = match (rule.prefilter, rule.target_parts.get(i)) {
+                (Some(slot), Some(&part)) => visit.cache.part_lacks(part, slot),
+                _ => false,
+            };
+            if !barren {
+                visit.target(&self.data, target);
+            }
         }
         let Visit { hits, first, .. } = visit;
         if hits.is_empty() {

@@ -342,6 +342,7 @@ pub fn own_rule_base(id: u32, file: &str) -> rule::Rule {
         chain: None,
         prefilter: None,
         gate: None,
+        target_parts: Vec::new(),
         verdict: None,
     }
 }
@@ -789,6 +790,37 @@ SecRule ARGS "@rx Union" "id:75,phase:1,pass,log,t:urlDecodeUni,t:lowercase"
                 );
             }
         }
+    }
+
+    /// A rule the gate lets run walks only the targets whose values hold
+    /// one of its literals; the matches are the same as walking them all.
+    #[test]
+    fn only_targets_with_the_literal_are_walked() {
+        let set = load(
+            r#"
+SecRule REQUEST_HEADERS|ARGS_NAMES|ARGS "@rx union" "id:90,phase:1,pass,log,t:lowercase"
+SecRule ARGS_NAMES|ARGS "@rx ^union$" "id:91,phase:1,pass,log,t:lowercase"
+"#,
+        );
+        let cases: &[(&str, &[u32])] = &[
+            ("/?union=1", &[90, 91]),
+            ("/?q=UNION", &[90, 91]),
+            ("/?q=a+union", &[90]),
+            ("/?union_x=1&q=union", &[90, 91]),
+            ("/?q=uni", &[]),
+        ];
+        for round in 0..2 {
+            for (uri, expected) in cases {
+                assert_eq!(
+                    ids(&request(&set, uri, None)),
+                    *expected,
+                    "{uri}, round {round}"
+                );
+            }
+        }
+        let tx = request(&set, "/?union_x=1&q=union", None);
+        let matched: Vec<&str> = tx.matches().iter().map(|m| m.target.as_str()).collect();
+        assert_eq!(matched, ["ARGS_NAMES:union_x", "ARGS:q"]);
     }
 
     /// A chain's last step applies to what its start made of the value

@@ -462,6 +462,10 @@ pub struct Rule {
     /// the same values through the same chain: when the rule's prefilter bit
     /// is clear in it, none of its values can match.
     pub gate: Option<usize>,
+    /// With a gate: the gate part (`RuleSet::gate_parts`) of each target,
+    /// in order. A target whose part does not have the rule's bit holds no
+    /// value that can match: it is not walked.
+    pub target_parts: Vec<usize>,
     /// This link's slot in the memo of clean verdicts (`engine::FactsMemo`):
     /// set when its answer on a value depends on that value alone (its
     /// operator's parameter has no macro) and working it out costs more

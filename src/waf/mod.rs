@@ -763,6 +763,20 @@ SecRule ARGS:c "@detectXSS" "id:52,phase:1,pass,log,t:none,t:htmlEntityDecode"
         }
     }
 
+    /// Each GET of `cases` matches its rules, twice over: the second time
+    /// the thread's memos know the values.
+    fn same_ids_twice(set: &Arc<compile::RuleSet>, cases: &[(&str, &[u32])]) {
+        for round in 0..2 {
+            for (uri, expected) in cases {
+                assert_eq!(
+                    ids(&request(set, uri, None)),
+                    *expected,
+                    "{uri}, round {round}"
+                );
+            }
+        }
+    }
+
     /// A content that differs from one already scanned only in ASCII case
     /// takes its prefilter bits; any other difference is scanned anew.
     #[test]
@@ -781,15 +795,7 @@ SecRule ARGS "@rx Union" "id:75,phase:1,pass,log,t:urlDecodeUni,t:lowercase"
             ("/?q=%2555NION", &[]),
             ("/?q=%2575nion&r=zzz", &[73, 72]),
         ];
-        for round in 0..2 {
-            for (uri, expected) in cases {
-                assert_eq!(
-                    ids(&request(&set, uri, None)),
-                    *expected,
-                    "{uri}, round {round}"
-                );
-            }
-        }
+        same_ids_twice(&set, cases);
     }
 
     /// A rule the gate lets run walks only the targets whose values hold
@@ -809,15 +815,7 @@ SecRule ARGS_NAMES|ARGS "@rx ^union$" "id:91,phase:1,pass,log,t:lowercase"
             ("/?union_x=1&q=union", &[90, 91]),
             ("/?q=uni", &[]),
         ];
-        for round in 0..2 {
-            for (uri, expected) in cases {
-                assert_eq!(
-                    ids(&request(&set, uri, None)),
-                    *expected,
-                    "{uri}, round {round}"
-                );
-            }
-        }
+        same_ids_twice(&set, cases);
         let tx = request(&set, "/?union_x=1&q=union", None);
         let matched: Vec<&str> = tx.matches().iter().map(|m| m.target.as_str()).collect();
         assert_eq!(matched, ["ARGS_NAMES:union_x", "ARGS:q"]);
@@ -841,15 +839,7 @@ SecRule ARGS "@rx ^abc$" "id:83,phase:1,pass,log,t:urlDecodeUni,t:lowercase"
             ("/?q=A%2542C", &[83]),
             ("/?q=abc&r=zz", &[80, 83]),
         ];
-        for round in 0..2 {
-            for (uri, expected) in cases {
-                assert_eq!(
-                    ids(&request(&set, uri, None)),
-                    *expected,
-                    "{uri}, round {round}"
-                );
-            }
-        }
+        same_ids_twice(&set, cases);
     }
 
     /// The memo's facts are found through each value's number in its

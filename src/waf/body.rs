@@ -299,26 +299,36 @@ pub fn json(body: &[u8]) -> Result<Pairs, String> {
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| format!("JSON parsing error: {e}"))?;
     let mut out = Vec::new();
-    flatten("json".to_string(), &value, &mut out);
+    flatten(&mut "json".to_string(), value, &mut out);
     Ok(out)
 }
 
-fn flatten(prefix: String, value: &serde_json::Value, out: &mut Pairs) {
+/// `key` is the path so far (`json.a.0.b`), extended in place for each
+/// member and cut back after it: one copy per value, not per level; the
+/// strings are moved out of the parsed tree, not copied.
+fn flatten(key: &mut String, value: serde_json::Value, out: &mut Pairs) {
     use serde_json::Value;
+    let at = key.len();
     match value {
         Value::Object(map) => {
             for (k, v) in map {
-                flatten(format!("{prefix}.{k}"), v, out);
+                key.push('.');
+                key.push_str(&k);
+                flatten(key, v, out);
+                key.truncate(at);
             }
         }
         Value::Array(items) => {
-            for (i, v) in items.iter().enumerate() {
-                flatten(format!("{prefix}.{i}"), v, out);
+            for (i, v) in items.into_iter().enumerate() {
+                key.push('.');
+                key.push_str(&i.to_string());
+                flatten(key, v, out);
+                key.truncate(at);
             }
         }
-        Value::String(s) => out.push((prefix, s.clone().into_bytes())),
-        Value::Null => out.push((prefix, Vec::new())),
-        other => out.push((prefix, other.to_string().into_bytes())),
+        Value::String(s) => out.push((key.clone(), s.into_bytes())),
+        Value::Null => out.push((key.clone(), Vec::new())),
+        other => out.push((key.clone(), other.to_string().into_bytes())),
     }
 }
 

@@ -189,9 +189,10 @@ pub struct GatePart {
     pub exclusions: Vec<TargetExclusion>,
     pub transforms: Vec<Transform>,
     pub transforms_key: usize,
+    /// The prefilter slots of the rules that read the part, as (word,
+    /// bits of that word): the only bits of its values anyone tests.
+    pub slots: Vec<(usize, u64)>,
 }
-
-impl RuleSet {}
 
 /// A chain with no shorter start (`RuleSet::chain_parents`).
 pub const NO_PARENT: usize = usize::MAX;
@@ -967,11 +968,22 @@ fn build_gates(rules: &mut [Rule]) -> (Vec<Vec<usize>>, Vec<GatePart>) {
                         exclusions,
                         transforms: rule.transforms.clone(),
                         transforms_key: rule.transforms_key,
+                        slots: Vec::new(),
                     });
                     parts.len() - 1
                 })
             })
             .collect();
+        if let Some(slot) = rule.prefilter {
+            let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+            for &part in &members {
+                let slots = &mut parts[part].slots;
+                match slots.iter_mut().find(|(w, _)| *w == word) {
+                    Some((_, bits)) => *bits |= bit,
+                    None => slots.push((word, bit)),
+                }
+            }
+        }
         rule.target_parts = members.clone();
         members.sort_unstable();
         members.dedup();

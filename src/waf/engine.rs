@@ -137,6 +137,14 @@ struct Cache {
     /// computed: zeroing bits for every gate showed in profiles.
     gate_at: Vec<u32>,
     gate_bits: Vec<u64>,
+    /// By gate part, once computed: the range of `listed` that holds its
+    /// values with any prefilter bit set, so that a rule the gate lets run
+    /// walks only the values that may match it (a JSON checkout's sixty
+    /// names and values, each read by dozens of rules, mostly have none of
+    /// their bits). `UNLISTED`: a value of the part has no `ValueId`.
+    part_lists: Vec<(u32, u32)>,
+    /// (value, where a copy of its bits starts in `gate_bits`).
+    listed: Vec<(ValueId, u32)>,
     /// `RuleSet::chain_parents`.
     chain_parents: Arc<Vec<usize>>,
     /// The thread's facts memo, lent to the request while a phase runs
@@ -197,6 +205,8 @@ impl Cache {
         self.bits.clear();
         self.gate_at.clear();
         self.gate_bits.clear();
+        self.part_lists.clear();
+        self.listed.clear();
         self.facts.clear();
     }
 
@@ -423,6 +433,16 @@ impl Cache {
         }
     }
 
+    /// The values of gate part `part` that have some prefilter bit, as a
+    /// range of `listed`, if the part was computed in this phase and all
+    /// its values are numbered.
+    fn part_list(&self, part: usize) -> Option<std::ops::Range<usize>> {
+        match self.part_lists.get(part) {
+            Some(&(from, to)) if from != UNLISTED => Some(from as usize..to as usize),
+            _ => None,
+        }
+    }
+
     /// Computes the bits of gate part `index` (in `gate_bits`, at `gate_at`).
     fn gate_part(
         &mut self,
@@ -442,6 +462,8 @@ impl Cache {
         // Unlike `scanned`, this teaches the memo a chain whose content
         // another chain scanned.
         let chain = part.transforms_key;
+        let first_listed = self.listed.len() as u32;
+        let mut listable = true;
         data.each(collection, &mut |key, value, id| {
             let picked = part.target.selector.as_ref().is_none_or(|s| s.matches(key))
                 && !part.exclusions.iter().any(|e| e.covers(collection, key));
@@ -449,23 +471,47 @@ impl Cache {
                 return true;
             }
             let facts = id.and_then(|id| self.facts(set.id, id, value));
-            if let Some(bits) = facts.and_then(|f| self.memo.scan(f, chain, words)) {
-                or_into(&mut self.gate_bits[at..at + words], bits);
-                return true;
-            }
-            let content = self.intern(chain, &part.transforms, value);
-            let from = match self.contents[content].bits_at {
-                Some(from) => from,
-                None => self.scan(content, prefilter, value),
+            let bits = match facts.and_then(|f| self.memo.scan(f, chain, words)) {
+                Some(bits) => bits,
+                None => {
+                    let content = self.intern(chain, &part.transforms, value);
+                    let from = match self.contents[content].bits_at {
+                        Some(from) => from,
+                        None => self.scan(content, prefilter, value),
+                    };
+                    let bits = &self.bits[from..from + words];
+                    if let Some(facts) = facts {
+                        self.memo.learn_scan(facts, chain, bits);
+                    }
+                    bits
+                }
             };
-            let bits = &self.bits[from..from + words];
-            or_into(&mut self.gate_bits[at..at + words], bits);
-            if let Some(facts) = facts {
-                self.memo.learn_scan(facts, chain, bits);
+            // Only the bits of the part's rules: the others are never
+            // tested through this part.
+            let mut wanted = false;
+            for &(word, mask) in &part.slots {
+                let b = bits[word] & mask;
+                self.gate_bits[at + word] |= b;
+                wanted |= b != 0;
+            }
+            match id {
+                Some(id) if wanted => {
+                    self.listed.push((id, self.gate_bits.len() as u32));
+                    self.gate_bits.extend_from_slice(bits);
+                }
+                Some(_) => {}
+                None => listable = false,
             }
             true
         });
         self.gate_at[index] = at as u32;
+        if self.part_lists.len() < set.gate_parts.len() {
+            self.part_lists
+                .resize(set.gate_parts.len(), (UNLISTED, UNLISTED));
+        }
+        if listable {
+            self.part_lists[index] = (first_listed, self.listed.len() as u32);
+        }
     }
 }
 
@@ -616,6 +662,8 @@ const RAW_CHAIN: usize = usize::MAX;
 
 /// A gate entry not computed yet in this phase.
 const NOT_COMPUTED: u32 = u32::MAX;
+/// `Cache::part_lists`: the part is not computed, or not listed.
+const UNLISTED: u32 = u32::MAX;
 
 /// A value the facts memo does not keep (`Cache::facts`).
 const NO_FACTS: u32 = u32::MAX;
@@ -1219,12 +1267,15 @@ impl Transaction {
         };
         for (i, target) in rule.targets.iter().enumerate() {
             // The gate let the rule run: some of its targets hold a value
-            // with the rule's bit, not necessarily this one.
-            let barren = match (rule.prefilter, rule.target_parts.get(i)) {
-                (Some(slot), Some(&part)) => visit.cache.part_lacks(part, slot),
-                _ => false,
+            // with the rule's bit, not necessarily this one, and not
+            // necessarily all of this one's values.
+            let Some((slot, part)) = rule.prefilter.zip(rule.target_parts.get(i).copied()) else {
+                visit.target(&self.data, target);
+                continue;
             };
-            if !barren {
+            if let Some(values) = visit.cache.part_list(part) {
+                visit.listed(&self.data, target, slot, values);
+            } else if !visit.cache.part_lacks(part, slot) {
                 visit.target(&self.data, target);
             }
         }
@@ -1387,7 +1438,6 @@ struct Visit<'a> {
 impl Visit<'_> {
     fn target(&mut self, data: &RequestData, target: &Target) {
         let collection = target.collection;
-        let keyed = target.selector.is_some();
         if target.count {
             self.count = 0;
             if let (Collection::Tx, Some(Selector::Name(name))) = (collection, &target.selector) {
@@ -1419,17 +1469,44 @@ impl Visit<'_> {
             collection,
             target.selector.as_ref(),
             &mut |visit, key, value, id| {
-                if keyed && !visit.selected(target, key) {
-                    return true;
-                }
-                if !keyed && visit.excluded(collection, key) {
-                    return true;
-                }
-                let memorable = id.filter(|_| collection.in_request() && !value.is_empty());
-                visit.check(collection, key, value, memorable);
+                visit.value(target, key, value, id);
                 true
             },
         );
+    }
+
+    /// The values of a gate part's list (`Cache::part_list`) that have the
+    /// rule's bit: the only ones of the target its operator may match.
+    fn listed(
+        &mut self,
+        data: &RequestData,
+        target: &Target,
+        slot: usize,
+        values: std::ops::Range<usize>,
+    ) {
+        for i in values {
+            let (id, at) = self.cache.listed[i];
+            if !bit(&self.cache.gate_bits[at as usize..], slot) {
+                continue;
+            }
+            if let Some((key, value)) = data.value(id) {
+                self.value(target, key, value, Some(id));
+            }
+        }
+    }
+
+    /// One value of a target: checked unless the rule or the policy
+    /// excludes it.
+    fn value(&mut self, target: &Target, key: &str, value: &[u8], id: Option<ValueId>) {
+        let collection = target.collection;
+        let excluded = match target.selector {
+            Some(_) => !self.selected(target, key),
+            None => self.excluded(collection, key),
+        };
+        if !excluded {
+            let memorable = id.filter(|_| collection.in_request() && !value.is_empty());
+            self.check(collection, key, value, memorable);
+        }
     }
 
     fn selected(&self, target: &Target, key: &str) -> bool {

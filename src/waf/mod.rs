@@ -821,6 +821,52 @@ SecRule ARGS_NAMES|ARGS "@rx ^union$" "id:91,phase:1,pass,log,t:lowercase"
         assert_eq!(matched, ["ARGS_NAMES:union_x", "ARGS:q"]);
     }
 
+    /// A rule the gate lets run walks only the values of a target that
+    /// hold one of its literals (`Cache::part_list`): each rule finds its
+    /// own values among those its part shares with other rules, in request
+    /// order, with the body's arguments after the query's, and the rule's
+    /// own exclusions and the request's (`ctl`) still apply.
+    #[test]
+    fn rules_walk_only_the_values_with_their_literal() {
+        let set = load(
+            r#"
+SecRule REQUEST_FILENAME "@streq /x" "id:1,phase:1,pass,nolog,ctl:ruleRemoveTargetById=100;ARGS:quiet"
+SecRule ARGS|ARGS_NAMES "@rx union" "id:100,phase:2,pass,log,t:lowercase"
+SecRule ARGS|ARGS_NAMES "@rx select" "id:101,phase:2,pass,log,t:lowercase"
+SecRule ARGS "@rx select" "id:102,phase:2,pass,log,t:lowercase"
+SecRuleUpdateTargetById 101 "!ARGS:skip"
+"#,
+        );
+        let form = Some(("application/x-www-form-urlencoded", "c=2&d=union+all&e=x"));
+        for round in 0..2 {
+            // On /x the request's ctl removes ARGS:quiet from rule 100.
+            for (path, quiet_seen) in [("/x", false), ("/y", true)] {
+                let uri = format!("{path}?a=1&quiet=UNION&b=Select+it&skip=select&selector=1");
+                let tx = request(&set, &uri, form);
+                let targets: Vec<(u32, Vec<String>)> = tx
+                    .matches()
+                    .iter()
+                    .filter(|m| m.id >= 100)
+                    .map(|m| (m.id, m.targets.clone()))
+                    .collect();
+                let union: &[&str] = if quiet_seen {
+                    &["ARGS:quiet", "ARGS:d"]
+                } else {
+                    &["ARGS:d"]
+                };
+                assert_eq!(
+                    targets,
+                    [
+                        (100, union.iter().map(|t| t.to_string()).collect()),
+                        (101, vec!["ARGS:b".into(), "ARGS_NAMES:selector".into()]),
+                        (102, vec!["ARGS:b".into(), "ARGS:skip".into()]),
+                    ],
+                    "{path}, round {round}"
+                );
+            }
+        }
+    }
+
     /// A chain's last step applies to what its start made of the value
     /// (`RuleSet::chain_parents`): the same as running the whole chain.
     #[test]

@@ -344,24 +344,80 @@ impl RequestData {
         }
     }
 
+    /// The key and value a `ValueId` of this request numbers, as
+    /// `each` hands them out (a name's value is the name itself).
+    pub fn value(&self, id: ValueId) -> Option<(&str, &[u8])> {
+        const SCALAR_IDS: [Scalar; SCALARS as usize] = [
+            Scalar::Filename,
+            Scalar::Basename,
+            Scalar::Uri,
+            Scalar::UriRaw,
+            Scalar::Line,
+            Scalar::Query,
+            Scalar::Body,
+        ];
+        if let Some(scalar) = SCALAR_IDS.get(id as usize) {
+            let value = match scalar {
+                Scalar::Filename => &self.filename,
+                Scalar::Basename => &self.basename,
+                Scalar::Uri => &self.uri,
+                Scalar::UriRaw => &self.head.raw_uri,
+                Scalar::Line => &self.line,
+                Scalar::Query => &self.query,
+                Scalar::Body => &self.body,
+            };
+            return Some(("", value));
+        }
+        let mut at = (id - SCALARS) as usize;
+        for list in List::ALL {
+            let len = self.list_len(list);
+            if at >= len {
+                at -= len;
+                continue;
+            }
+            let pairs = match list {
+                List::Headers | List::HeaderNames => &self.head.headers,
+                List::Cookies | List::CookieNames => &self.cookies,
+                List::ArgsGet | List::ArgsGetNames => &self.args_get,
+                List::ArgsPost | List::ArgsPostNames => &self.args_post,
+                List::PartHeaders => &self.multipart.part_headers,
+                List::Files | List::FileNames => &self.multipart.files,
+                List::XmlTexts => return Some(("/*", &self.xml_texts[at])),
+                List::XmlAttributes => return Some(("//@*", &self.xml_attributes[at])),
+            };
+            let (key, value) = &pairs[at];
+            return Some(match list {
+                List::HeaderNames
+                | List::CookieNames
+                | List::ArgsGetNames
+                | List::ArgsPostNames
+                | List::FileNames => (key, key.as_bytes()),
+                _ => (key, value),
+            });
+        }
+        None
+    }
+
+    fn list_len(&self, list: List) -> usize {
+        match list {
+            List::Headers | List::HeaderNames => self.head.headers.len(),
+            List::Cookies | List::CookieNames => self.cookies.len(),
+            List::ArgsGet | List::ArgsGetNames => self.args_get.len(),
+            List::ArgsPost | List::ArgsPostNames => self.args_post.len(),
+            List::PartHeaders => self.multipart.part_headers.len(),
+            List::Files | List::FileNames => self.multipart.files.len(),
+            List::XmlTexts => self.xml_texts.len(),
+            List::XmlAttributes => self.xml_attributes.len(),
+        }
+    }
+
     /// The first `ValueId` of a list's values: the scalars come first, then
     /// each list after the ones before it.
     fn base(&self, list: List) -> ValueId {
-        let lens = [
-            self.head.headers.len(),
-            self.head.headers.len(),
-            self.cookies.len(),
-            self.cookies.len(),
-            self.args_get.len(),
-            self.args_get.len(),
-            self.args_post.len(),
-            self.args_post.len(),
-            self.multipart.part_headers.len(),
-            self.multipart.files.len(),
-            self.multipart.files.len(),
-            self.xml_texts.len(),
-        ];
-        let before: usize = lens[..list as usize].iter().sum();
+        let before: usize = List::ALL[..list as usize]
+            .iter()
+            .map(|l| self.list_len(*l))
+            .sum();
         SCALARS + before as ValueId
     }
 }
@@ -403,6 +459,24 @@ enum List {
     FileNames,
     XmlTexts,
     XmlAttributes,
+}
+
+impl List {
+    const ALL: [List; 13] = [
+        List::Headers,
+        List::HeaderNames,
+        List::Cookies,
+        List::CookieNames,
+        List::ArgsGet,
+        List::ArgsGetNames,
+        List::ArgsPost,
+        List::ArgsPostNames,
+        List::PartHeaders,
+        List::Files,
+        List::FileNames,
+        List::XmlTexts,
+        List::XmlAttributes,
+    ];
 }
 
 #[cfg(test)]
@@ -468,17 +542,7 @@ mod tests {
             ..Head::default()
         });
         data.set_body(b"x=1&y=2&z=3".to_vec(), 11, Some(URLENCODED));
-        // Every collection, by its SecLang name.
-        let all = "ARGS ARGS_GET ARGS_POST ARGS_NAMES ARGS_GET_NAMES ARGS_POST_NAMES \
-            ARGS_COMBINED_SIZE REQUEST_COOKIES REQUEST_COOKIES_NAMES REQUEST_HEADERS \
-            REQUEST_HEADERS_NAMES REQUEST_FILENAME REQUEST_BASENAME REQUEST_URI REQUEST_URI_RAW \
-            REQUEST_LINE REQUEST_METHOD REQUEST_PROTOCOL QUERY_STRING REQUEST_BODY \
-            REQUEST_BODY_LENGTH REQBODY_PROCESSOR REQBODY_ERROR REQBODY_ERROR_MSG \
-            MULTIPART_STRICT_ERROR MULTIPART_UNMATCHED_BOUNDARY MULTIPART_PART_HEADERS FILES \
-            FILES_NAMES FILES_SIZES FILES_COMBINED_SIZE REMOTE_ADDR REMOTE_PORT SERVER_NAME \
-            SERVER_PORT UNIQUE_ID XML FULL_REQUEST_LENGTH URLENCODED_ERROR"
-            .split_whitespace()
-            .map(|name| Collection::parse(name).unwrap());
+        let all = all_collections();
         let mut by_id: std::collections::HashMap<ValueId, *const u8> = Default::default();
         let mut held = 0;
         for c in all {
@@ -502,6 +566,78 @@ mod tests {
         assert_eq!(by_id.len(), 27);
         assert_eq!(held, 27 + 10);
         assert!(by_id.keys().all(|id| *id < 27));
+    }
+
+    /// Every collection, by its SecLang name.
+    fn all_collections() -> impl Iterator<Item = Collection> {
+        "ARGS ARGS_GET ARGS_POST ARGS_NAMES ARGS_GET_NAMES ARGS_POST_NAMES \
+            ARGS_COMBINED_SIZE REQUEST_COOKIES REQUEST_COOKIES_NAMES REQUEST_HEADERS \
+            REQUEST_HEADERS_NAMES REQUEST_FILENAME REQUEST_BASENAME REQUEST_URI REQUEST_URI_RAW \
+            REQUEST_LINE REQUEST_METHOD REQUEST_PROTOCOL QUERY_STRING REQUEST_BODY \
+            REQUEST_BODY_LENGTH REQBODY_PROCESSOR REQBODY_ERROR REQBODY_ERROR_MSG \
+            MULTIPART_STRICT_ERROR MULTIPART_UNMATCHED_BOUNDARY MULTIPART_PART_HEADERS FILES \
+            FILES_NAMES FILES_SIZES FILES_COMBINED_SIZE REMOTE_ADDR REMOTE_PORT SERVER_NAME \
+            SERVER_PORT UNIQUE_ID XML FULL_REQUEST_LENGTH URLENCODED_ERROR"
+            .split_whitespace()
+            .map(|name| Collection::parse(name).unwrap())
+    }
+
+    /// `value(id)` gives back the key and value `each` hands out with that
+    /// id, whatever the body made of the request (its parts, files, XML).
+    #[test]
+    fn value_ids_name_what_each_hands_out() {
+        let multipart = "--b\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n\
+            --b\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"a.png\"\r\n\
+            Content-Type: image/png\r\n\r\nPNG\r\n--b--\r\n";
+        let bodies = [
+            (
+                "application/x-www-form-urlencoded",
+                "x=1&y=2",
+                Some(URLENCODED),
+            ),
+            (
+                "multipart/form-data; boundary=b",
+                multipart,
+                Some(MULTIPART),
+            ),
+            (
+                "text/xml",
+                "<a k=\"v\"><b>text</b><c>more</c></a>",
+                Some(XML),
+            ),
+            ("application/json", r#"{"a":{"b":[1,"x"]}}"#, Some(JSON)),
+        ];
+        for (content_type, body, processor) in bodies {
+            let mut data = RequestData::new(Head {
+                method: "POST".into(),
+                raw_uri: b"/a.php?q=1".to_vec(),
+                protocol: "HTTP/1.1".into(),
+                headers: vec![
+                    ("Cookie".into(), b"c=3".to_vec()),
+                    ("Content-Type".into(), content_type.as_bytes().to_vec()),
+                ],
+                ..Head::default()
+            });
+            data.set_body(body.as_bytes().to_vec(), body.len(), processor);
+            assert!(
+                data.body_error.is_none(),
+                "{content_type}: {:?}",
+                data.body_error
+            );
+            let mut seen = 0;
+            for c in all_collections() {
+                data.each(c, &mut |k, v, id| {
+                    if let Some(id) = id {
+                        let (key, value) = data.value(id).unwrap();
+                        assert_eq!((key, value), (k, v), "{content_type}, {c:?}, id {id}");
+                        assert_eq!(value.as_ptr(), v.as_ptr(), "{content_type}, {c:?}");
+                        seen += 1;
+                    }
+                    true
+                });
+            }
+            assert!(seen > 12, "{content_type}: {seen} values");
+        }
     }
 
     #[test]

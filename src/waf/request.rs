@@ -25,7 +25,8 @@ pub const MULTIPART: &str = "MULTIPART";
 pub const JSON: &str = "JSON";
 pub const XML: &str = "XML";
 
-/// The collections of one request.
+/// The collections of one request. Filled by `new` and `set_body` only:
+/// they keep `bases` in step with the lists.
 #[derive(Debug, Default)]
 pub struct RequestData {
     pub head: Head,
@@ -49,6 +50,8 @@ pub struct RequestData {
     pub args_combined_size: usize,
     /// `ctl:forceRequestBodyVariable=On`: `REQUEST_BODY` whatever the processor.
     pub force_body_variable: bool,
+    /// By `List`: the list's first `ValueId`; then one past the last.
+    bases: [ValueId; List::ALL.len() + 1],
 }
 
 impl RequestData {
@@ -179,6 +182,12 @@ impl RequestData {
             .chain(self.args_post.iter())
             .map(|(n, v)| n.len() + v.len())
             .sum();
+        let mut next = SCALARS;
+        for (i, list) in List::ALL.into_iter().enumerate() {
+            self.bases[i] = next;
+            next += self.list_len(list) as ValueId;
+        }
+        self.bases[List::ALL.len()] = next;
     }
 
     /// Calls `each(key, value, id)` for every entry of a request collection.
@@ -368,34 +377,31 @@ impl RequestData {
             };
             return Some(("", value));
         }
-        let mut at = (id - SCALARS) as usize;
-        for list in List::ALL {
-            let len = self.list_len(list);
-            if at >= len {
-                at -= len;
-                continue;
-            }
-            let pairs = match list {
-                List::Headers | List::HeaderNames => &self.head.headers,
-                List::Cookies | List::CookieNames => &self.cookies,
-                List::ArgsGet | List::ArgsGetNames => &self.args_get,
-                List::ArgsPost | List::ArgsPostNames => &self.args_post,
-                List::PartHeaders => &self.multipart.part_headers,
-                List::Files | List::FileNames => &self.multipart.files,
-                List::XmlTexts => return Some(("/*", &self.xml_texts[at])),
-                List::XmlAttributes => return Some(("//@*", &self.xml_attributes[at])),
-            };
-            let (key, value) = &pairs[at];
-            return Some(match list {
-                List::HeaderNames
-                | List::CookieNames
-                | List::ArgsGetNames
-                | List::ArgsPostNames
-                | List::FileNames => (key, key.as_bytes()),
-                _ => (key, value),
-            });
-        }
-        None
+        // The last list starting at or before `id` (lists may be empty).
+        let index = self
+            .bases
+            .partition_point(|base| *base <= id)
+            .checked_sub(1)?;
+        let (list, at) = (*List::ALL.get(index)?, (id - self.bases[index]) as usize);
+        let pairs = match list {
+            List::Headers | List::HeaderNames => &self.head.headers,
+            List::Cookies | List::CookieNames => &self.cookies,
+            List::ArgsGet | List::ArgsGetNames => &self.args_get,
+            List::ArgsPost | List::ArgsPostNames => &self.args_post,
+            List::PartHeaders => &self.multipart.part_headers,
+            List::Files | List::FileNames => &self.multipart.files,
+            List::XmlTexts => return Some(("/*", self.xml_texts.get(at)?)),
+            List::XmlAttributes => return Some(("//@*", self.xml_attributes.get(at)?)),
+        };
+        let (key, value) = pairs.get(at)?;
+        Some(match list {
+            List::HeaderNames
+            | List::CookieNames
+            | List::ArgsGetNames
+            | List::ArgsPostNames
+            | List::FileNames => (key, key.as_bytes()),
+            _ => (key, value),
+        })
     }
 
     fn list_len(&self, list: List) -> usize {
@@ -414,11 +420,7 @@ impl RequestData {
     /// The first `ValueId` of a list's values: the scalars come first, then
     /// each list after the ones before it.
     fn base(&self, list: List) -> ValueId {
-        let before: usize = List::ALL[..list as usize]
-            .iter()
-            .map(|l| self.list_len(*l))
-            .sum();
-        SCALARS + before as ValueId
+        self.bases[list as usize]
     }
 }
 

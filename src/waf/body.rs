@@ -294,41 +294,150 @@ fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
         .map(|p| p + from)
 }
 
-/// JSON leaves as `json.a.b` / `json.list.0` pairs (ModSecurity's naming).
+/// JSON leaves as `json.a.b` / `json.list.0` pairs (ModSecurity's naming),
+/// in document order; a key given twice gives two pairs (the rules see
+/// both, whichever one the application keeps). Read as it is parsed, with
+/// no tree in between; serde_json's depth limit stops deep nesting.
 pub fn json(body: &[u8]) -> Result<Pairs, String> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("JSON parsing error: {e}"))?;
+    let error = |e: serde_json::Error| format!("JSON parsing error: {e}");
     let mut out = Vec::new();
-    flatten(&mut "json".to_string(), value, &mut out);
+    let mut key = "json".to_string();
+    let mut parser = serde_json::Deserializer::from_slice(body);
+    serde::de::DeserializeSeed::deserialize(
+        Flatten {
+            key: &mut key,
+            out: &mut out,
+        },
+        &mut parser,
+    )
+    .map_err(error)?;
+    parser.end().map_err(error)?;
     Ok(out)
 }
 
-/// `key` is the path so far (`json.a.0.b`), extended in place for each
-/// member and cut back after it: one copy per value, not per level; the
-/// strings are moved out of the parsed tree, not copied.
-fn flatten(key: &mut String, value: serde_json::Value, out: &mut Pairs) {
-    use serde_json::Value;
-    let at = key.len();
-    match value {
-        Value::Object(map) => {
-            for (k, v) in map {
-                key.push('.');
-                key.push_str(&k);
-                flatten(key, v, out);
-                key.truncate(at);
+/// Adds the leaves of one JSON value to `out`. `key` is the path so far
+/// (`json.a.0.b`), extended in place for each member and cut back after
+/// it: one copy per leaf, not per level.
+struct Flatten<'a> {
+    key: &'a mut String,
+    out: &'a mut Pairs,
+}
+
+impl Flatten<'_> {
+    fn leaf(self, value: Vec<u8>) {
+        self.out.push((self.key.clone(), value));
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Flatten<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, parser: D) -> Result<(), D::Error> {
+        parser.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Flatten<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.leaf(v.to_string().into_bytes());
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.leaf(v.to_string().into_bytes());
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.leaf(v.to_string().into_bytes());
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        // Written as serde_json writes it (`1e20`, not Rust's long form).
+        let text = serde_json::Number::from_f64(v).map_or_else(String::new, |n| n.to_string());
+        self.leaf(text.into_bytes());
+        Ok(())
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.leaf(v.as_bytes().to_vec());
+        Ok(())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<(), E> {
+        self.leaf(v.into_bytes());
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.leaf(Vec::new());
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let at = self.key.len();
+        loop {
+            self.key.push('.');
+            if map.next_key_seed(KeyInto(self.key))?.is_none() {
+                break;
+            }
+            map.next_value_seed(Flatten {
+                key: self.key,
+                out: self.out,
+            })?;
+            self.key.truncate(at);
+        }
+        self.key.truncate(at);
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
+        let at = self.key.len();
+        for i in 0.. {
+            self.key.push('.');
+            self.key.push_str(&i.to_string());
+            let item = Flatten {
+                key: self.key,
+                out: self.out,
+            };
+            let more = items.next_element_seed(item)?.is_some();
+            self.key.truncate(at);
+            if !more {
+                break;
             }
         }
-        Value::Array(items) => {
-            for (i, v) in items.into_iter().enumerate() {
-                key.push('.');
-                key.push_str(&i.to_string());
-                flatten(key, v, out);
-                key.truncate(at);
-            }
-        }
-        Value::String(s) => out.push((key.clone(), s.into_bytes())),
-        Value::Null => out.push((key.clone(), Vec::new())),
-        other => out.push((key.clone(), other.to_string().into_bytes())),
+        Ok(())
+    }
+}
+
+/// A member's name, appended to the path being built.
+struct KeyInto<'a>(&'a mut String);
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeyInto<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, parser: D) -> Result<(), D::Error> {
+        parser.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for KeyInto<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.0.push_str(v);
+        Ok(())
     }
 }
 
@@ -473,6 +582,25 @@ mod tests {
         assert!(pairs.contains(&("json.billing.first_name".into(), b"O'Brien".to_vec())));
         assert!(pairs.contains(&("json.items.0.id".into(), b"5".to_vec())));
         assert!(pairs.contains(&("json.ok".into(), b"true".to_vec())));
+        assert!(pairs.contains(&("json.n".into(), Vec::new())));
+        // Document order; a repeated key is inspected both times.
+        let pairs = json(br#"{"z":"1","a":{"k":"<x>","k":"2"},"f":[1.5e300,-0.25]}"#).unwrap();
+        let named: Vec<(&str, &[u8])> = pairs.iter().map(|(k, v)| (k.as_str(), &v[..])).collect();
+        assert_eq!(
+            named,
+            [
+                ("json.z", &b"1"[..]),
+                ("json.a.k", b"<x>"),
+                ("json.a.k", b"2"),
+                ("json.f.0", b"1.5e+300"),
+                ("json.f.1", b"-0.25"),
+            ]
+        );
+        assert_eq!(
+            json(br#""top""#).unwrap(),
+            [("json".into(), b"top".to_vec())]
+        );
+        assert!(json(br#"{"a":1} x"#).is_err(), "trailing text is an error");
         assert!(json(b"{broken").is_err());
         let deep = "[".repeat(5000);
         assert!(

@@ -810,6 +810,13 @@ fn woocommerce_attacks() -> Vec<Req> {
             json!({"customer_note": "<svg onload=alert(1)>", "billing_address": {"first_name": "a"}}),
         )
         .store_api(),
+        post_raw(
+            "XSS hidden behind a repeated key in a Store API body",
+            "/wp-json/wc/store/v1/checkout",
+            "application/json",
+            r#"{"customer_note":"<svg onload=alert(1)>","customer_note":"thanks","billing_address":{"first_name":"a"}}"#,
+        )
+        .store_api(),
         get("path traversal (?file=)", "/?file=../../../../etc/passwd"),
         get("path traversal to wp-config.php", "/?download=../../wp-config.php"),
         post_form(

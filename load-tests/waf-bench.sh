@@ -2,7 +2,7 @@
 # WAF on versus WAF off: the same proxy and policy (the demo's, page cache on),
 # once without and once with the full OWASP CRS at paranoia level 1, in front
 # of the demo shop. wrk on loopback, bounded rounds; prints requests/s and p99
-# for a cached product page and a search that reaches the shop.
+# for a cached product page and a cached search (the WAF runs before the cache).
 #
 #   cargo build --release && load-tests/waf-bench.sh
 #   ROUNDS=3 DURATION=10s CONNECTIONS=32 REMPART_CRS_DIR=/etc/rempart/crs load-tests/waf-bench.sh

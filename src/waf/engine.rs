@@ -399,6 +399,7 @@ impl Cache {
         let parts = set.gate_parts.len();
         if self.gate_at.is_empty() {
             self.gate_at.resize(parts + set.gates.len(), NOT_COMPUTED);
+            self.part_lists.resize(parts, (UNLISTED, UNLISTED));
         }
         let entry = parts + index;
         if self.gate_at[entry] == NOT_COMPUTED {
@@ -505,10 +506,6 @@ impl Cache {
             true
         });
         self.gate_at[index] = at as u32;
-        if self.part_lists.len() < set.gate_parts.len() {
-            self.part_lists
-                .resize(set.gate_parts.len(), (UNLISTED, UNLISTED));
-        }
         if listable {
             self.part_lists[index] = (first_listed, self.listed.len() as u32);
         }
@@ -1499,11 +1496,7 @@ impl Visit<'_> {
     /// excludes it.
     fn value(&mut self, target: &Target, key: &str, value: &[u8], id: Option<ValueId>) {
         let collection = target.collection;
-        let excluded = match target.selector {
-            Some(_) => !self.selected(target, key),
-            None => self.excluded(collection, key),
-        };
-        if !excluded {
+        if self.selected(target, key) {
             let memorable = id.filter(|_| collection.in_request() && !value.is_empty());
             self.check(collection, key, value, memorable);
         }

@@ -1,0 +1,18 @@
+//! One implementation each of the readings every slice shares: the host a
+//! request names, its path and query as the shop's stack reads them, its
+//! cookies as PHP reads them, client networks.
+//!
+//! **Agree with the origin.** Each reader here reaches the same reading as
+//! nginx/Apache + PHP + WordPress/WooCommerce/PrestaShop, or says it cannot,
+//! so that the caller refuses the request rather than letting it through
+//! uninspected (see docs/architecture.md).
+
+pub mod content_type;
+pub mod cookies;
+pub mod host;
+pub mod json;
+pub mod multipart;
+pub mod path;
+pub mod php;
+pub mod query;
+pub mod xml;

@@ -30,7 +30,6 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::http::RequestHeader;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 /// The admin application.
@@ -40,6 +39,8 @@ pub struct AdminApi {
     /// Bearer token guarding mutating endpoints, when set.
     pub token: Option<String>,
     pub stats: Arc<Stats>,
+    /// The admin listener's own address (fixed at start).
+    pub listen: std::net::SocketAddr,
 }
 
 /// The dashboard, embedded in the binary (no external assets).
@@ -58,6 +59,12 @@ enum AdminError {
     Method(&'static str),
     #[error("missing or wrong bearer token")]
     Unauthorized,
+    #[error("the Host `{0}` does not name this admin API; add it to `server.admin_hosts` if it is yours")]
+    WrongHost(String),
+    #[error("cross-site request refused: the Origin `{0}` is not this admin API")]
+    CrossSite(String),
+    #[error("send the body as JSON, with `Content-Type: application/json`")]
+    NotJson,
 }
 
 impl AdminError {
@@ -68,11 +75,91 @@ impl AdminError {
             AdminError::NotFound => StatusCode::NOT_FOUND,
             AdminError::Method(_) => StatusCode::METHOD_NOT_ALLOWED,
             AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AdminError::WrongHost(_) => StatusCode::MISDIRECTED_REQUEST,
+            AdminError::CrossSite(_) => StatusCode::FORBIDDEN,
+            AdminError::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         }
     }
 }
 
 impl AdminApi {
+    /// The `Host` must name this listener: an IP literal, `localhost` on a
+    /// loopback listener, or a name from `server.admin_hosts`. A page on
+    /// another site whose name was made to resolve to this address (DNS
+    /// rebinding) sends its own name and is refused.
+    fn check_host(&self, session: &ServerSession) -> Result<(), AdminError> {
+        let req = session.req_header();
+        let Some(raw) = crate::util::host::raw(req) else {
+            // HTTP/1.0 without Host: no browser sends that.
+            return Ok(());
+        };
+        let text = String::from_utf8_lossy(raw).to_ascii_lowercase();
+        let bare = crate::util::host::without_port(&text);
+        let port_ok = text[bare.len()..]
+            .strip_prefix(':')
+            .is_none_or(|p| p.parse::<u16>() == Ok(self.listen.port()));
+        let literal = bare
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok();
+        let named = (bare == "localhost" && self.listen.ip().is_loopback())
+            || self
+                .reloader
+                .store
+                .current()
+                .server
+                .admin_hosts
+                .iter()
+                .any(|h| h == bare);
+        if port_ok && (literal || named) {
+            Ok(())
+        } else {
+            Err(AdminError::WrongHost(text))
+        }
+    }
+
+    /// A mutation (reload, purge, ban, unban) must carry the token when one
+    /// is set. Without a token (a loopback listener), it must not come from
+    /// another site: a same-origin `Origin` if any, and a JSON body for a
+    /// POST (a cross-site form can only send `text/plain` and form types
+    /// without a preflight, which this API never grants).
+    fn check_mutation(&self, session: &ServerSession) -> Result<(), AdminError> {
+        if self.token.is_some() {
+            return if self.authorized(session) {
+                Ok(())
+            } else {
+                Err(AdminError::Unauthorized)
+            };
+        }
+        let req = session.req_header();
+        if let Some(origin) = req.headers.get(http::header::ORIGIN) {
+            let origin = String::from_utf8_lossy(origin.as_bytes()).to_ascii_lowercase();
+            let host = crate::util::host::raw(req)
+                .map(|h| String::from_utf8_lossy(h).to_ascii_lowercase())
+                .unwrap_or_default();
+            let same = origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"))
+                .is_some_and(|o| o == host);
+            if !same {
+                return Err(AdminError::CrossSite(origin));
+            }
+        }
+        if req.method == Method::POST {
+            let json = req
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(';').next())
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+            if !json {
+                return Err(AdminError::NotJson);
+            }
+        }
+        Ok(())
+    }
+
     fn authorized(&self, session: &ServerSession) -> bool {
         let Some(token) = &self.token else {
             return true;
@@ -158,8 +245,11 @@ impl AdminApi {
         let request: BanRequest = serde_json::from_slice(body).map_err(|e| {
             AdminError::BadRequest(format!("body must be JSON such as {{\"ip\": \"198.51.100.7\", \"duration\": \"1h\", \"reason\": \"scanner\"}}: {e}"))
         })?;
-        let ip: IpAddr = request.ip.trim().parse().map_err(|_| {
-            AdminError::BadRequest(format!("`{}` is not an IP address", request.ip))
+        let net = crate::bans::parse_net(&request.ip).ok_or_else(|| {
+            AdminError::BadRequest(format!(
+                "`{}` is not an IP address or network (e.g. `198.51.100.7`, `2001:db8::/64`)",
+                request.ip
+            ))
         })?;
         let duration = request
             .duration
@@ -172,6 +262,11 @@ impl AdminApi {
                 "a ban must last longer than zero".into(),
             ));
         }
+        if duration.is_some_and(|d| d > crate::bans::MAX_BAN) {
+            return Err(AdminError::BadRequest(
+                "a ban may last at most ten years (`3650d`)".into(),
+            ));
+        }
         let reason = request.reason.unwrap_or_else(|| "manual".to_string());
         if reason.len() > 200 {
             return Err(AdminError::BadRequest(
@@ -181,7 +276,7 @@ impl AdminApi {
         let ban = self
             .reloader
             .bans
-            .ban(ip, duration, &reason)
+            .ban_net(net, duration, &reason)
             .map_err(|e| AdminError::BadRequest(e.to_string()))?;
         Ok(json_response(StatusCode::CREATED, &ban.to_json()))
     }
@@ -219,6 +314,7 @@ impl AdminApi {
     }
 
     fn route(&self, session: &ServerSession, body: &[u8]) -> Result<Response<Vec<u8>>, AdminError> {
+        self.check_host(session)?;
         let req = session.req_header();
         let (method, path) = (&req.method, req.uri.path());
         let get = |m: &Method| m == Method::GET || m == Method::HEAD;
@@ -243,16 +339,12 @@ impl AdminApi {
                 ))
             }
             "/reload" if method == Method::POST => {
-                if !self.authorized(session) {
-                    return Err(AdminError::Unauthorized);
-                }
+                self.check_mutation(session)?;
                 let (status, body) = self.reload();
                 Ok(json_response(status, &body))
             }
             "/cache/purge" if method == Method::POST => {
-                if !self.authorized(session) {
-                    return Err(AdminError::Unauthorized);
-                }
+                self.check_mutation(session)?;
                 self.purge(body)
             }
             "/" if get(method) => {
@@ -285,26 +377,26 @@ impl AdminApi {
                 Ok(json_response(StatusCode::OK, &json!({ "bans": bans })))
             }
             "/bans" if method == Method::POST => {
-                if !self.authorized(session) {
-                    return Err(AdminError::Unauthorized);
-                }
+                self.check_mutation(session)?;
                 self.add_ban(body)
             }
             p if p.starts_with("/bans/") && method == Method::DELETE => {
-                if !self.authorized(session) {
-                    return Err(AdminError::Unauthorized);
-                }
+                self.check_mutation(session)?;
                 let raw = &p["/bans/".len()..];
-                let ip: IpAddr = crate::bruteforce::url_decode(raw)
-                    .parse()
-                    .map_err(|_| AdminError::BadRequest(format!("`{raw}` is not an IP address")))?;
-                if self.reloader.bans.unban(ip) {
-                    Ok(json_response(
+                let decoded = crate::util::php::raw_url_decode(raw.as_bytes());
+                let net = crate::bans::parse_net(&String::from_utf8_lossy(&decoded)).ok_or_else(
+                    || AdminError::BadRequest(format!("`{raw}` is not an IP address or network")),
+                )?;
+                let lifted = self.reloader.bans.unban(net);
+                match lifted.first() {
+                    Some(first) => Ok(json_response(
                         StatusCode::OK,
-                        &json!({ "unbanned": ip.to_string() }),
-                    ))
-                } else {
-                    Err(AdminError::NotFound)
+                        &json!({
+                            "unbanned": crate::bans::net_text(&first.net),
+                            "lifted": lifted.iter().map(|b| crate::bans::net_text(&b.net)).collect::<Vec<_>>(),
+                        }),
+                    )),
+                    None => Err(AdminError::NotFound),
                 }
             }
             "/health" | "/ready" | "/metrics" | "/" | "/stats" | "/alerts" => {

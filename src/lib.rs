@@ -24,5 +24,6 @@ pub mod server;
 pub mod stats;
 pub mod tls;
 pub mod upstream;
+pub mod util;
 pub mod waf;
 pub mod webhook;

@@ -114,6 +114,27 @@ impl BackgroundService for AlertDriver {
     }
 }
 
+/// Writes the ban state file in the background, at most once a second and
+/// only after a change, so that placing a ban never waits on the disk.
+struct BanSaver(Arc<BanList>);
+
+#[async_trait]
+impl BackgroundService for BanSaver {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => {
+                    self.0.save_if_changed();
+                    return;
+                }
+            }
+            let bans = self.0.clone();
+            let _ = tokio::task::spawn_blocking(move || bans.save_if_changed()).await;
+        }
+    }
+}
+
 /// Reloads on SIGHUP.
 struct SignalReload(Arc<Reloader>);
 
@@ -259,6 +280,7 @@ pub fn run(store: PolicyStore, extras: Extras) -> Result<(), StartError> {
             pool: pool.clone(),
             token,
             stats: stats.clone(),
+            listen: snapshot.server.admin_listen,
         },
     );
     admin.add_tcp(&snapshot.server.admin_listen.to_string());
@@ -281,6 +303,7 @@ pub fn run(store: PolicyStore, extras: Extras) -> Result<(), StartError> {
             pool,
         },
     ));
+    server.add_service(background_service("ban state", BanSaver(bans.clone())));
     server.add_service(background_service(
         "reload on SIGHUP",
         SignalReload(reloader),

@@ -340,11 +340,19 @@ async fn purge_by_url_prefix_tag_and_all() {
     }
     let r = client()
         .post(proxy.admin_url("/cache/purge"))
+        .header("content-type", "application/json")
         .body("not json")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    let r = client()
+        .post(proxy.admin_url("/cache/purge"))
+        .body(r#"{"all": true}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415, "a mutation without a token must be JSON");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -67,6 +67,7 @@ async fn a_request_keeps_the_policy_it_started_with_across_a_reload() {
     proxy.write_policy(&policy(listen, admin, &[], &with_host("new.test")));
     let r = client()
         .post(proxy.admin_url("/reload"))
+        .header("content-type", "application/json")
         .send()
         .await
         .unwrap();

@@ -402,6 +402,13 @@ async fn bans_survive_a_restart() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
+    // The state file is written in the background, within a second.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            std::fs::read_to_string(&state).is_ok_and(|s| s.contains("127.0.0.6"))
+        })
+        .await
+    );
     drop(proxy);
     let (listen, admin) = (free_addr(), free_addr());
     let again = Rempart::start(

@@ -101,7 +101,12 @@ fn reload_status(proxy: &Rempart) -> (u16, serde_json::Value) {
     let url = proxy.admin_url("/reload");
     tokio::task::block_in_place(|| {
         rt.block_on(async {
-            let r = client().post(url).send().await.unwrap();
+            let r = client()
+                .post(url)
+                .header("content-type", "application/json")
+                .send()
+                .await
+                .unwrap();
             (r.status().as_u16(), r.json().await.unwrap())
         })
     })

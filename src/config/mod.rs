@@ -91,6 +91,8 @@ pub struct ServerSettings {
     pub audit_log: Option<PathBuf>,
     /// Client addresses in logs and stats cut to /24 (IPv4) or /48 (IPv6).
     pub anonymize_ips: bool,
+    /// Host names the admin API answers to, besides IP literals and `localhost`.
+    pub admin_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +141,10 @@ pub struct Limits {
     pub max_header_bytes: usize,
     pub max_header_count: usize,
     pub max_body_bytes: u64,
+    /// From the first byte of a request head to its end (slow heads are cut).
+    pub header_timeout: Duration,
+    /// Open connections one client address may hold (trusted proxies excepted).
+    pub max_connections_per_ip: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -345,6 +351,11 @@ fn compile(
             .as_ref()
             .map(|f| base_of(&c.file).join(&f.value)),
         anonymize_ips: server.anonymize_ips.unwrap_or(false),
+        admin_hosts: server
+            .admin_hosts
+            .iter()
+            .map(|h| h.value.trim().to_ascii_lowercase())
+            .collect(),
     };
 
     // tls
@@ -406,7 +417,26 @@ fn compile(
         }),
         max_header_count: l.max_header_count.as_ref().map_or(100, |n| n.value),
         max_body_bytes: l.max_body_bytes.map_or(64 << 20, |b| b.0),
+        header_timeout: l
+            .header_timeout
+            .as_ref()
+            .map_or(Duration::from_secs(10), |d| d.value.0),
+        max_connections_per_ip: l.max_connections_per_ip.as_ref().map_or(256, |n| n.value),
     };
+    if limits.header_timeout > Duration::from_secs(300) {
+        c.at(
+            l.header_timeout.as_ref(),
+            "`limits.header_timeout` must be at most 5m",
+            Some("browsers send a request head in one go; 10s is generous"),
+        );
+    }
+    if limits.max_connections_per_ip == 0 {
+        c.at(
+            l.max_connections_per_ip.as_ref(),
+            "`limits.max_connections_per_ip` must be at least 1",
+            Some("a browser opens at most 6 connections per host over HTTP/1.1, 1 over HTTP/2"),
+        );
+    }
     if limits.max_header_bytes < 1024 || limits.max_header_bytes > 1 << 20 {
         c.at(
             l.max_header_bytes.as_ref(),
@@ -495,6 +525,17 @@ fn compile(
             }
             if let Some(m) = b.memory {
                 policy.memory = m.0;
+            }
+            if let Some(len) = &b.ipv6_prefix {
+                if (32..=128).contains(&len.value) {
+                    policy.ipv6_prefix = len.value;
+                } else {
+                    c.error(
+                        len,
+                        "`bans.ipv6_prefix` must be between 32 and 128",
+                        Some("64 bans the network one subscriber holds; 128 a single address"),
+                    );
+                }
             }
             let file = b
                 .state_file
@@ -835,6 +876,7 @@ fn parse_key_part(text: &str) -> Result<KeyPart, String> {
     match text.split_once(':') {
         None => match text {
             "ip" => Ok(KeyPart::Ip),
+            "client" => Ok(KeyPart::Client),
             "ip_prefix" => Ok(KeyPart::IpPrefix),
             "global" => Ok(KeyPart::Global),
             other => Err(format!("unknown key `{other}`")),

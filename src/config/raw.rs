@@ -74,6 +74,7 @@ pub struct ServerBlock {
     pub log_file: Option<Spanned<String>>,
     pub audit_log: Option<Spanned<String>>,
     pub anonymize_ips: Option<bool>,
+    pub admin_hosts: Vec<Spanned<String>>,
 }
 
 /// How log lines are written.
@@ -113,6 +114,8 @@ pub struct LimitsBlock {
     pub max_header_bytes: Option<Spanned<ByteSize>>,
     pub max_header_count: Option<Spanned<usize>>,
     pub max_body_bytes: Option<ByteSize>,
+    pub header_timeout: Option<Spanned<NonZeroDur>>,
+    pub max_connections_per_ip: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -256,6 +259,8 @@ pub struct AlertsBlock {
 #[serde(deny_unknown_fields, default)]
 pub struct BansBlock {
     pub ladder: Option<Spanned<Vec<NonZeroDur>>>,
+    #[serde(default)]
+    pub ipv6_prefix: Option<Spanned<u8>>,
     pub allowlist: Vec<Spanned<String>>,
     pub memory: Option<Dur>,
     pub state_file: Option<Spanned<String>>,
@@ -406,6 +411,7 @@ pub struct WafBlock {
     pub body_limit: Option<ByteSize>,
     pub body_overflow: Option<BodyOverflow>,
     pub malformed_body: Option<MalformedBody>,
+    pub max_args: Option<Spanned<usize>>,
     pub debug_header: Option<bool>,
     pub ban_on_block: Option<bool>,
     pub crs: Option<CrsBlock>,
@@ -426,8 +432,8 @@ pub enum WafMode {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BodyOverflow {
-    #[default]
     InspectPrefix,
+    #[default]
     Reject,
 }
 
@@ -435,8 +441,8 @@ pub enum BodyOverflow {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MalformedBody {
-    #[default]
     InspectRaw,
+    #[default]
     Reject,
 }
 

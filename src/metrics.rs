@@ -136,6 +136,24 @@ pub static RATE_LIMITED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     ))
 });
 
+/// Requests counted in a limit's shared overflow bucket (its key table was full).
+pub static RATE_LIMIT_OVERFLOW: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(register_int_counter_vec!(
+        "rempart_ratelimit_overflow_total",
+        "Requests counted in a rate limit's shared overflow bucket because its key table was full",
+        &["limit"]
+    ))
+});
+
+/// Connections refused at accept, by reason.
+pub static CONNECTIONS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(register_int_counter_vec!(
+        "rempart_connections_refused_total",
+        "Client connections refused or closed by Rempart, by reason (per_address_cap, header_timeout)",
+        &["reason"]
+    ))
+});
+
 /// Failed login attempts seen, by login rule.
 pub static LOGIN_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     must(register_int_counter_vec!(
@@ -190,6 +208,8 @@ pub fn init() {
     LazyLock::force(&UPSTREAM_FAILURES);
     LazyLock::force(&UPSTREAM_RETRIES);
     LazyLock::force(&RATE_LIMITED);
+    LazyLock::force(&RATE_LIMIT_OVERFLOW);
+    LazyLock::force(&CONNECTIONS_REFUSED);
     LazyLock::force(&BANS);
     LazyLock::force(&WAF_REQUESTS);
     LazyLock::force(&WAF_RULE_HITS);

@@ -24,6 +24,10 @@ use std::time::Duration;
 pub enum KeyPart {
     /// The client address.
     Ip,
+    /// One subscriber: the IPv4 address, or the IPv6 /64 (a subscriber holds
+    /// a whole /64, so counting single IPv6 addresses would give an attacker
+    /// 2^64 fresh bursts).
+    Client,
     /// The client's network: /24 for IPv4, /64 for IPv6.
     IpPrefix,
     Header(http::HeaderName),
@@ -85,6 +89,19 @@ impl std::fmt::Debug for Limit {
 pub struct Limiter {
     keyed: DefaultKeyedRateLimiter<String>,
     max_keys: usize,
+    /// The table has been full once (logged once).
+    overflowing: std::sync::atomic::AtomicBool,
+}
+
+/// The key of the bucket newcomers share once a limit's table is full.
+const OVERFLOW_KEY: &str = "#overflow";
+
+/// A refused request: how long to wait, and whether the shared overflow
+/// bucket refused it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Over {
+    pub wait: Duration,
+    pub shared: bool,
 }
 
 type RegistryKey = (String, u32, u32, u64);
@@ -159,6 +176,7 @@ impl Limit {
                     Arc::new(Limiter {
                         keyed: DefaultKeyedRateLimiter::keyed(quota),
                         max_keys,
+                        overflowing: std::sync::atomic::AtomicBool::new(false),
                     })
                 })
                 .clone()
@@ -195,11 +213,14 @@ impl Limit {
             }
             match part {
                 KeyPart::Ip => key.push_str(&req.client_ip.to_string()),
+                KeyPart::Client => key.push_str(&client_key(req.client_ip)),
                 KeyPart::IpPrefix => key.push_str(&ip_prefix(req.client_ip)),
                 KeyPart::Global => key.push('*'),
                 KeyPart::Header(h) => key.push_str(req.headers.get(h)?.to_str().ok()?),
-                KeyPart::Cookie(name) => key.push_str(cookie(req.headers, name)?),
-                KeyPart::Query(name) => key.push_str(query_param(req.uri.query()?, name)?),
+                KeyPart::Cookie(name) => key.push_str(&cookie(req.headers, name)?),
+                KeyPart::Query(name) => key.push_str(&String::from_utf8_lossy(
+                    &crate::util::query::value_of(req.uri.query()?.as_bytes(), name)?,
+                )),
             }
         }
         // Keys are bounded in size: absurd header values cannot bloat memory.
@@ -207,29 +228,41 @@ impl Limit {
         Some(key)
     }
 
-    /// Counts the request; `Err(wait)` when it is over the limit.
-    pub fn check(&self, req: &RequestInfo<'_>) -> Result<(), Duration> {
+    /// Counts the request; `Err` when it is over the limit.
+    ///
+    /// Past `max_keys` distinct keys (a flood of addresses) memory must not
+    /// grow: idle keys are dropped first, and if the table is still full the
+    /// new key is counted in one shared overflow bucket. Counting never stops,
+    /// so overflow is at least as strict as the limit: an attacker who fills
+    /// the table shares one bucket with every other newcomer. A refusal from
+    /// the shared bucket says so ([`Over::shared`]): it cannot tell who is
+    /// to blame, so it refuses without banning.
+    pub fn check(&self, req: &RequestInfo<'_>) -> Result<(), Over> {
         let Some(mut key) = self.key_of(req) else {
             return Ok(());
         };
         let limiter = &self.limiter;
+        let mut shared = false;
         if limiter.keyed.len() >= limiter.max_keys {
             limiter.keyed.retain_recent();
             if limiter.keyed.len() >= limiter.max_keys {
-                // Past the bound (a flood of distinct addresses) memory must not
-                // grow: a limit that bans stops counting (a shared bucket would
-                // ban innocent clients); one that blocks shares one bucket until
-                // idle keys expire.
-                if self.action == Action::Ban {
-                    return Ok(());
+                if !limiter
+                    .overflowing
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::warn!(limit = %self.name, max_keys = limiter.max_keys, "rate limit table full: newcomers share one bucket");
                 }
-                key = "#overflow".to_string();
+                crate::metrics::RATE_LIMIT_OVERFLOW
+                    .with_label_values(&[&self.name])
+                    .inc();
+                key = OVERFLOW_KEY.to_string();
+                shared = true;
             }
         }
-        limiter
-            .keyed
-            .check_key(&key)
-            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+        limiter.keyed.check_key(&key).map_err(|not_until| Over {
+            wait: not_until.wait_time_from(DefaultClock::default().now()),
+            shared,
+        })
     }
 
     /// Keys held now (for tests and metrics).
@@ -281,29 +314,23 @@ fn ip_prefix(ip: IpAddr) -> String {
     }
 }
 
-/// A cookie's value; `name*` takes the first cookie whose name starts with
-/// `name` (WooCommerce suffixes its session cookie with a hash).
-fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
-    let matches = |k: &str| match name.strip_suffix('*') {
-        Some(prefix) => k.starts_with(prefix),
-        None => k == name,
-    };
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| matches(k))
-        .map(|(_, v)| v)
+/// The subscriber: an IPv4 address, or an IPv6 /64.
+pub fn client_key(ip: IpAddr) -> String {
+    match crate::ipfilter::canonical(ip) {
+        IpAddr::V4(v4) => v4.to_string(),
+        v6 => ip_prefix(v6),
+    }
 }
 
-fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query
-        .split('&')
-        .filter_map(|p| p.split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+/// A cookie's value as PHP reads it; `name*` takes the first cookie whose
+/// name starts with `name` (WooCommerce suffixes its session cookie with a
+/// hash).
+fn cookie(headers: &http::HeaderMap, name: &str) -> Option<String> {
+    let found = crate::util::cookies::first(headers, |k| match name.strip_suffix('*') {
+        Some(prefix) => k.starts_with(prefix),
+        None => k == name,
+    })?;
+    Some(String::from_utf8_lossy(&found.value()).into_owned())
 }
 
 /// The request-phase limits of a policy, as one filter.
@@ -319,20 +346,24 @@ impl RateLimitFilter {
 
 /// Runs `limits` in order; the first one over its rate answers.
 pub fn check_all(limits: &[Arc<Limit>], req: &RequestInfo<'_>) -> Option<Reply> {
-    for limit in limits.iter().filter(|l| l.matches(req)) {
-        if let Err(wait) = limit.check(req) {
-            crate::metrics::RATE_LIMITED
-                .with_label_values(&[&limit.name])
-                .inc();
-            let mut reply = too_many(&limit.name, wait);
-            reply.rule = Some(limit.name.clone());
-            if limit.action == Action::Ban {
-                reply.ban = Some("rate_limit");
-            }
-            return Some(reply);
-        }
+    limits
+        .iter()
+        .filter(|l| l.matches(req))
+        .find_map(|limit| limit.check(req).err().map(|over| refusal(limit, over)))
+}
+
+/// The 429 for a limit that refused, with a ban when the limit bans and the
+/// client's own bucket (not the shared overflow one) was exceeded.
+pub fn refusal(limit: &Limit, over: Over) -> Reply {
+    crate::metrics::RATE_LIMITED
+        .with_label_values(&[&limit.name])
+        .inc();
+    let mut reply = too_many(&limit.name, over.wait);
+    reply.rule = Some(limit.name.clone());
+    if limit.action == Action::Ban && !over.shared {
+        reply.ban = Some("rate_limit");
     }
-    None
+    reply
 }
 
 impl RequestFilter for RateLimitFilter {
@@ -392,7 +423,10 @@ mod tests {
         for _ in 0..3 {
             assert!(l.check(&info([127, 0, 0, 2], &post, &uri, &h)).is_ok());
         }
-        let wait = l.check(&info([127, 0, 0, 2], &post, &uri, &h)).unwrap_err();
+        let wait = l
+            .check(&info([127, 0, 0, 2], &post, &uri, &h))
+            .unwrap_err()
+            .wait;
         assert!(wait > Duration::ZERO && wait <= Duration::from_secs(10));
         assert!(
             l.check(&info([127, 0, 0, 3], &post, &uri, &h)).is_ok(),
@@ -474,7 +508,8 @@ mod tests {
         );
         assert_eq!(
             wc.key_of(&info([10, 1, 2, 3], &post, &uri, &h)).unwrap(),
-            "42%7C%7Cabc"
+            "42||abc",
+            "the value PHP reads (raw-url-decoded)"
         );
     }
 

@@ -18,6 +18,13 @@ use std::time::{Duration, Instant, SystemTime};
 const MAX_LATENCY_US: u64 = 60_000_000;
 /// Distinct offender IPs and paths remembered per slot (bounded memory under a flood).
 const MAX_KEYS_PER_SLOT: usize = 1000;
+/// Bytes of path text remembered per slot, all paths together.
+const MAX_PATH_BYTES_PER_SLOT: usize = 64 << 10;
+/// A path longer than this is remembered cut (with `…`).
+const MAX_PATH_LEN: usize = 200;
+/// Slots that keep their per-path counts: the alert engine reads a slot's
+/// paths once it closes; older slots drop them.
+const SLOTS_WITH_PATHS: usize = 3;
 /// How much history is kept.
 const HISTORY: Duration = Duration::from_secs(3600);
 
@@ -76,6 +83,19 @@ pub fn route_class(path: &str) -> &'static str {
     }
 }
 
+/// A path as the tables keep it: at most `MAX_PATH_LEN` bytes (cut on a
+/// character boundary, marked with `…`).
+fn bounded_path(path: &str) -> std::borrow::Cow<'_, str> {
+    if path.len() <= MAX_PATH_LEN {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let mut end = MAX_PATH_LEN;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}…", &path[..end]))
+}
+
 /// One answered request, as the stats see it.
 #[derive(Debug, Clone)]
 pub struct RequestRecord<'a> {
@@ -123,6 +143,8 @@ struct Slot {
     offenders: HashMap<IpAddr, u64>,
     routes: HashMap<&'static str, (u64, u64, Histogram<u64>)>,
     paths: HashMap<String, u64>,
+    /// Bytes of the keys of `paths`.
+    path_bytes: usize,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -144,6 +166,7 @@ impl Slot {
             offenders: HashMap::new(),
             routes: HashMap::new(),
             paths: HashMap::new(),
+            path_bytes: 0,
         }
     }
 
@@ -218,6 +241,13 @@ impl Stats {
             while slots.len() > max_slots {
                 slots.pop_front();
             }
+            let len = slots.len();
+            for old in slots.iter_mut().take(len.saturating_sub(SLOTS_WITH_PATHS)) {
+                if !old.paths.is_empty() {
+                    old.paths = HashMap::new();
+                    old.path_bytes = 0;
+                }
+            }
         }
         let Some(slot) = slots.back_mut() else {
             return;
@@ -266,8 +296,18 @@ impl Stats {
         route.0 += 1;
         route.1 += u64::from(r.status >= 500);
         route.2.saturating_record(us);
-        if slot.paths.len() < MAX_KEYS_PER_SLOT || slot.paths.contains_key(r.path) {
-            *slot.paths.entry(r.path.to_string()).or_default() += 1;
+        // Per-path counts (traffic spikes on one page) are for requests the
+        // shop served: a refused flood must not fill memory with its URLs.
+        if !is_block(r.decision) {
+            let path = bounded_path(r.path);
+            if let Some(n) = slot.paths.get_mut(path.as_ref()) {
+                *n += 1;
+            } else if slot.paths.len() < MAX_KEYS_PER_SLOT
+                && slot.path_bytes + path.len() <= MAX_PATH_BYTES_PER_SLOT
+            {
+                slot.path_bytes += path.len();
+                slot.paths.insert(path.into_owned(), 1);
+            }
         }
     }
 
@@ -479,6 +519,37 @@ mod tests {
         assert_eq!(w["top_offending_ips"][0]["ip"], "203.0.113.7");
         assert_eq!(w["cache"]["hit_ratio"], 1.0);
         assert!(!doc["series"]["points"].as_array().unwrap().is_empty());
+    }
+
+    #[test]
+    fn path_tables_stay_bounded_and_refusals_stay_out() {
+        let stats = Stats::new(Duration::from_secs(10));
+        let long = "/é".repeat(2_000);
+        for i in 0..3000 {
+            let path = format!("{long}{i}");
+            let mut r = rec(200, 1, "origin");
+            r.path = &path;
+            stats.record(&r);
+            let refused = format!("/banned-flood/{i}");
+            let mut r = rec(403, 1, "bans");
+            r.path = &refused;
+            stats.record(&r);
+        }
+        let slots = stats.slots.lock().unwrap();
+        for slot in slots.iter() {
+            assert!(
+                slot.path_bytes <= MAX_PATH_BYTES_PER_SLOT,
+                "{}",
+                slot.path_bytes
+            );
+            assert!(slot
+                .paths
+                .keys()
+                .all(|k| k.len() <= MAX_PATH_LEN + '…'.len_utf8()));
+            assert!(!slot.paths.keys().any(|k| k.starts_with("/banned-flood/")));
+        }
+        let requests: u64 = slots.iter().map(|s| s.requests).sum();
+        assert_eq!(requests, 6_000, "refused requests still count");
     }
 
     #[test]

@@ -38,6 +38,7 @@ fn load(paranoia: u8) -> Waf {
         body_limit: 128 << 10,
         overflow: Overflow::InspectPrefix,
         malformed: Malformed::InspectRaw,
+        max_args: 2000,
         debug_header: false,
         ban_on_block: false,
         crs: Some(CrsSource {

@@ -70,18 +70,20 @@ const XMLRPC_AUTH_METHODS: &[&str] = &[
     "wp.getCategories",
 ];
 
-/// The value of the rule's session cookie in a `Cookie` header (`name*` takes a prefix).
-pub fn session_of(rule: &LoginRule, cookie_header: &str) -> Option<String> {
+/// The value of the rule's session cookie (`name*` takes a prefix), read as
+/// PHP reads it.
+pub fn session_of(rule: &LoginRule, headers: &http::HeaderMap) -> Option<String> {
     let name = rule.session_cookie.as_deref()?;
-    let matches = |k: &str| {
+    let found = crate::util::cookies::first(headers, |k| {
         name.strip_suffix('*')
             .map_or(k == name, |p| k.starts_with(p))
-    };
-    cookie_header
-        .split(';')
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| matches(k))
-        .map(|(_, v)| v.chars().take(128).collect())
+    })?;
+    Some(
+        String::from_utf8_lossy(&found.value())
+            .chars()
+            .take(128)
+            .collect(),
+    )
 }
 
 /// Reads a login body: the username of a form, or the calls of an XML-RPC request.

@@ -145,41 +145,48 @@ async fn form_and_json_bodies_are_inspected_before_the_origin_sees_them() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn bodies_past_the_limit_are_inspected_by_prefix_or_refused() {
+async fn bodies_past_the_limit_are_refused_never_passed_half_read() {
     let (origin, proxy) = shop_behind_rempart(RULES).await;
     let padding = "a".repeat(2000);
-    // Within the first KiB: seen and blocked.
-    let early = client()
-        .post(proxy.url("/"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("q=union+select+1--&pad={padding}"))
-        .send()
-        .await
-        .unwrap();
+    let post = |ct: &'static str, body: String| {
+        client()
+            .post(proxy.url("/"))
+            .header("content-type", ct)
+            .body(body)
+            .send()
+    };
+    // Within the limit: inspected whole.
+    let early = post(
+        "application/x-www-form-urlencoded",
+        "q=union+select+1--&pad=x".into(),
+    )
+    .await
+    .unwrap();
     assert_eq!(early.status(), 403);
-    // A clean large body passes whole.
-    let big = client()
-        .post(proxy.url("/"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("pad={padding}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(big.status(), 200);
-    let echoed: serde_json::Value = big.json().await.unwrap();
-    assert_eq!(echoed["body"].as_str().unwrap().len(), 2004);
-    drop((origin, proxy));
-
-    let (origin, proxy) = shop_behind_rempart(&with("  body_overflow: reject\n")).await;
-    let refused = client()
-        .post(proxy.url("/"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("pad={padding}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 413);
-    assert_eq!(refused.headers()["x-rempart-reason"], "waf_body_too_large");
+    // Over the limit, a form, JSON or XML body is refused, clean or not:
+    // its tail could never be read as the shop reads it.
+    for (ct, body) in [
+        (
+            "application/x-www-form-urlencoded",
+            format!("pad={padding}"),
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            format!("pad={padding}&q=union+select+1--"),
+        ),
+        ("application/json", format!(r#"{{"pad":"{padding}"}}"#)),
+        (
+            "text/plain, application/json",
+            format!(r#"{{"pad":"{padding}"}}"#),
+        ),
+        ("text/xml", format!("<a>{padding}</a>")),
+        ("application/octet-stream", padding.clone()),
+    ] {
+        let r = post(ct, body).await.unwrap();
+        assert_eq!(r.status(), 413, "{ct}");
+        assert_eq!(r.headers()["x-rempart-reason"], "waf_body_too_large");
+    }
+    assert_eq!(origin.hits(), 0, "nothing reached the shop");
     let small = client()
         .post(proxy.url("/"))
         .body("a=1")
@@ -187,14 +194,149 @@ async fn bodies_past_the_limit_are_inspected_by_prefix_or_refused() {
         .await
         .unwrap();
     assert_eq!(small.status(), 200);
-    assert_eq!(origin.hits_for("/"), 1);
+    drop((origin, proxy));
+
+    // A raw body (no form parser) may be inspected by its first KiB.
+    let (_origin, proxy) = shop_behind_rempart(&with("  body_overflow: inspect_prefix\n")).await;
+    let raw = client()
+        .post(proxy.url("/"))
+        .header("content-type", "application/octet-stream")
+        .body(padding.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 200);
+    let form = client()
+        .post(proxy.url("/"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("pad={padding}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 413, "never for a form");
+}
+
+/// A multipart upload: every field is inspected whole, files stream
+/// through, and a field after a large file is still read before the body
+/// ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn multipart_uploads_are_read_field_by_field_as_they_stream() {
+    let (origin, proxy) = shop_behind_rempart(RULES).await;
+    let file = "\u{1}".repeat(300_000);
+    let form = |after: &str| {
+        format!(
+            "--B\r\nContent-Disposition: form-data; name=\"_wpnonce\"\r\n\r\nabc\r\n\
+             --B\r\nContent-Disposition: form-data; name=\"async-upload\"; filename=\"photo.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n{file}\r\n\
+             --B\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\n{after}\r\n--B--\r\n"
+        )
+    };
+    let upload = |body: String| {
+        client()
+            .post(proxy.url("/wp-admin/async-upload.php"))
+            .header("content-type", "multipart/form-data; boundary=B")
+            .body(body)
+            .send()
+    };
+    let r = upload(form("holiday")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let echoed: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        echoed["body"].as_str().unwrap().len(),
+        form("holiday").len(),
+        "the upload reaches the shop whole"
+    );
+    let hits = origin.hits();
+    let r = upload(form("1 union select password from wp_users--"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "a field after the file is inspected");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(origin.hits(), hits, "the shop never ran the request");
+    // A field (not a file) over the limit is refused.
+    let long = format!(
+        "--B\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\n{}\r\n--B--\r\n",
+        "n".repeat(5000)
+    );
+    assert_eq!(upload(long).await.unwrap().status(), 413);
+    // PHP's boundary: `boundary=A,B` is `A`; a `boundary` inside another
+    // parameter comes first. Fields under either reading are inspected.
+    for ct in [
+        "multipart/form-data; boundary=A,B",
+        "multipart/form-data; xboundary=A; boundary=B",
+        "multipart/form-data,boundary=A",
+    ] {
+        let body = "--A\r\nContent-Disposition: form-data; name=\"q\"\r\n\r\nunion select 1 --\r\n--A--\r\n";
+        let r = client()
+            .post(proxy.url("/"))
+            .header("content-type", ct)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{ct}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn malformed_bodies_are_inspected_raw_or_refused() {
+async fn malformed_bodies_are_refused_or_inspected_raw() {
     let broken = r#"{"note": "union select 1", "#;
-    let (_origin, proxy) = shop_behind_rempart(RULES).await;
-    // Unparsable JSON: the raw text is still inspected (REQUEST_BODY).
+    let (origin, proxy) = shop_behind_rempart(RULES).await;
+    // JSON PHP would not read: refused by default.
+    let refused = client()
+        .post(proxy.url("/wp-json/x"))
+        .header("content-type", "application/json")
+        .body(broken)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    assert_eq!(refused.headers()["x-rempart-reason"], "waf_malformed_body");
+    // JSON PHP reads is read: huge numbers, deep nesting (511 levels).
+    for ok in [
+        r#"{"price": 1e400, "note": "fine"}"#.to_string(),
+        format!("{}1{}", "[".repeat(500), "]".repeat(500)),
+    ] {
+        let r = client()
+            .post(proxy.url("/wp-json/x"))
+            .header("content-type", "application/json")
+            .body(ok)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let attack_past_big_number = client()
+        .post(proxy.url("/wp-json/x"))
+        .header("content-type", "application/json")
+        .body(r#"{"price": 1e400, "note": "1 union select 2--"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(attack_past_big_number.status(), 403);
+    let multipart = client()
+        .post(proxy.url("/upload"))
+        .header("content-type", "multipart/form-data; boundary=XX")
+        .body("--XX\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nno end in sight")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        multipart.status(),
+        200,
+        "a form PHP reads to its end is read too"
+    );
+    let bad_encoding = client()
+        .get(proxy.url("/?q=%zz%u12%"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_encoding.status(), 200);
+    let hits = origin.hits();
+    assert_eq!(hits, 4);
+    drop(proxy);
+
+    let (_origin, proxy) = shop_behind_rempart(&with("  malformed_body: inspect_raw\n")).await;
+    // Unparsable JSON: the raw text is inspected (REQUEST_BODY).
     let raw = client()
         .post(proxy.url("/wp-json/x"))
         .header("content-type", "application/json")
@@ -203,33 +345,6 @@ async fn malformed_bodies_are_inspected_raw_or_refused() {
         .await
         .unwrap();
     assert_eq!(raw.headers()["x-rempart-waf"], "1000002");
-    let multipart = client()
-        .post(proxy.url("/upload"))
-        .header("content-type", "multipart/form-data; boundary=XX")
-        .body("--XX\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nno end in sight")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(multipart.status(), 200, "a broken form is not a crash");
-    let bad_encoding = client()
-        .get(proxy.url("/?q=%zz%u12%"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad_encoding.status(), 200);
-    drop(proxy);
-
-    let (origin, proxy) = shop_behind_rempart(&with("  malformed_body: reject\n")).await;
-    let refused = client()
-        .post(proxy.url("/wp-json/x"))
-        .header("content-type", "application/json")
-        .body(r#"{"a": "#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 400);
-    assert_eq!(refused.headers()["x-rempart-reason"], "waf_malformed_body");
-    assert_eq!(origin.hits(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -380,7 +495,7 @@ async fn a_broken_rules_file_is_reported_and_a_reload_keeps_the_running_rules() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn large_bodies_flow_whole_to_the_origin() {
-    let (_origin, proxy) = shop_behind_rempart(RULES).await;
+    let (_origin, proxy) = shop_behind_rempart(&with("  body_overflow: inspect_prefix\n")).await;
     for size in [5_000usize, 300_000] {
         let body = "b".repeat(size);
         let r = client()

@@ -190,16 +190,13 @@ impl CacheRules {
         None
     }
 
-    /// Whether the request carries a session or login cookie.
+    /// Whether the request carries a session or login cookie, its name read
+    /// as PHP reads it (`util::cookies`).
     pub fn has_session_cookie(&self, req: &RequestHeader) -> bool {
-        req.headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.split('=').next())
-            .map(str::trim)
-            .any(|name| self.bypass_cookies.iter().any(|p| p.matches(name)))
+        crate::util::cookies::all(&req.headers).any(|c| {
+            let name = c.name_text();
+            self.bypass_cookies.iter().any(|p| p.matches(&name))
+        })
     }
 
     /// The normalised key: lower-case host without default port, path as

@@ -35,6 +35,14 @@ pub(super) fn compile_waf(c: &mut Checker<'_>, b: WafBlock) -> Option<Arc<Waf>> 
         );
     }
     let body_limit = b.body_limit.map_or(128 << 10, |s| s.0);
+    let max_args = b.max_args.as_ref().map_or(2000, |m| m.value);
+    if max_args == 0 {
+        c.at(
+            b.max_args.as_ref(),
+            "`waf.max_args` must be at least 1",
+            Some("PHP reads 1000 variables by default (max_input_vars); WooCommerce shops often raise it to 3000"),
+        );
+    }
     let crs = b.crs.map(|crs| {
         let path = match &crs.path {
             Some(p) => base.join(expand_env(&p.value)),
@@ -116,6 +124,7 @@ pub(super) fn compile_waf(c: &mut Checker<'_>, b: WafBlock) -> Option<Arc<Waf>> 
             raw::MalformedBody::InspectRaw => waf::Malformed::InspectRaw,
             raw::MalformedBody::Reject => waf::Malformed::Reject,
         },
+        max_args,
         debug_header: b.debug_header.unwrap_or(false),
         ban_on_block: b.ban_on_block.unwrap_or(false),
         crs,

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Everything the phases of one request share.
-#[derive(Default)]
 pub struct RequestCtx {
     /// The policy pinned at the start of the request (None only before `early_request_filter`).
     pub snapshot: Option<Arc<Snapshot>>,
@@ -20,12 +19,34 @@ pub struct RequestCtx {
     /// A login attempt being watched (brute-force protection).
     pub login: Option<LoginCapture>,
     pub request_id: String,
+    /// The host the request names, normalised (see `util::host`): what the
+    /// cache keys and what the origin receives. `Err` is answered with a 400.
+    pub host: Result<String, crate::util::host::HostError>,
     /// Request body bytes seen so far (for the body size limit).
     pub body_bytes: u64,
     /// The WAF's inspection of this request.
     pub waf: Option<super::inspect::Inspection>,
     /// A refusal decided while the body streamed, sent by `fail_to_proxy`.
     pub pending_reply: Option<crate::filter::Reply>,
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        RequestCtx {
+            snapshot: None,
+            timing: Timing::default(),
+            client: Client::default(),
+            decision: Decision::default(),
+            upstream: UpstreamAttempts::default(),
+            cache: CacheFacts::default(),
+            login: None,
+            request_id: String::new(),
+            host: Err(crate::util::host::HostError::Missing),
+            body_bytes: 0,
+            waf: None,
+            pending_reply: None,
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -15,6 +15,38 @@ const HOP_BY_HOP: &[&str] = &[
     "transfer-encoding",
 ];
 
+/// Headers by which a proxy tells the origin about the client, the scheme or
+/// the URL it was asked for. Only the trusted proxies in front of Rempart may
+/// set them: from anyone else they are removed (WordPress plugins, PHP
+/// frameworks and web servers believe them, and the answer may be cached).
+/// `X-Forwarded-For`, `-Proto`, `-Host` and `X-Real-IP` are written by
+/// Rempart itself.
+pub const PROXY_RESERVED: &[&str] = &[
+    "forwarded",
+    "x-forwarded-port",
+    "x-forwarded-scheme",
+    "x-forwarded-ssl",
+    "x-forwarded-server",
+    "x-forwarded-prefix",
+    "x-forwarded-protocol",
+    "x-forwarded-uri",
+    "x-url-scheme",
+    "front-end-https",
+    "x-original-url",
+    "x-original-uri",
+    "x-rewrite-url",
+    "x-host",
+    "x-original-host",
+    "x-http-host-override",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "cf-visitor",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "fastly-client-ip",
+    "x-real-ip",
+];
+
 /// Total size (names, values and separators) and count of a header block.
 pub fn header_size(headers: &HeaderMap) -> (usize, usize) {
     let bytes = headers

@@ -11,19 +11,44 @@ use regex::Regex;
 use super::ctx::RequestCtx;
 use crate::filter::Reply;
 use crate::metrics;
+use crate::util::multipart;
 use crate::waf::{self, Head, Transaction, Waf};
 
 /// The WAF's work on one request.
 pub struct Inspection {
     pub waf: Arc<Waf>,
     pub tx: Transaction,
+    /// The request head, for the fresh transactions of later checkpoints.
+    head: Head,
     /// Body bytes held back while they are inspected.
     held: BytesMut,
     /// Body bytes seen in all.
     seen: usize,
-    /// Phase 2 has run; later chunks flow straight through.
+    /// How the body is read.
+    reader: BodyReader,
+    /// Phase 2 has run on everything; later chunks flow straight through.
     judged: bool,
+    /// Checkpoints run so far (a multipart upload is judged part by part).
+    checkpoints: u32,
+    /// Who is asking: heavy inspections are queued per client.
+    client: std::net::IpAddr,
     pub outcome: Outcome,
+}
+
+/// How the body is read while it streams.
+enum BodyReader {
+    /// Held whole (forms, JSON, XML, raw) up to the limit, then judged.
+    Whole,
+    /// `multipart/form-data`, read as it arrives: fields whole, files
+    /// streamed through once every part before them has been judged.
+    Multipart {
+        parser: Box<multipart::Parser>,
+        parts: waf::body::Multipart,
+        /// Bytes of field values and part headers kept.
+        kept: usize,
+        /// Parts found since the last checkpoint.
+        unjudged: bool,
+    },
 }
 
 /// How an inspection ended.
@@ -96,17 +121,50 @@ fn header_case(name: &str) -> String {
 
 /// Phase 1, and phase 2 at once when the request has no body.
 pub fn start(session: &mut Session, ctx: &mut RequestCtx, waf: &Arc<Waf>) -> Option<Reply> {
-    let mut tx = waf.transaction(head(session, ctx));
+    let head = head(session, ctx);
+    let mut tx = waf.transaction(head.clone());
     tx.run_phase(1);
     let no_body = session.as_mut().is_body_empty();
+    let reader = match session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| v.as_bytes())
+    {
+        Some(ct)
+            if crate::util::content_type::form_kind(ct)
+                == Some(crate::util::content_type::PostKind::Multipart) =>
+        {
+            match multipart::boundary(ct) {
+                Some(b) => BodyReader::Multipart {
+                    parser: Box::new(multipart::Parser::new(&b, waf.settings.body_limit)),
+                    parts: waf::body::Multipart::default(),
+                    kept: 0,
+                    unjudged: false,
+                },
+                None => BodyReader::Whole,
+            }
+        }
+        _ => BodyReader::Whole,
+    };
     let mut inspection = Inspection {
         waf: waf.clone(),
         tx,
+        head,
         held: BytesMut::new(),
         seen: 0,
+        reader,
         judged: false,
+        checkpoints: 0,
+        client: ctx.client.ip,
         outcome: Outcome::Clean,
     };
+    if inspection.tx.data.args_count() > waf.settings.max_args {
+        inspection.judged = true;
+        inspection.outcome = Outcome::Rejected;
+        ctx.waf = Some(inspection);
+        return Some(too_many_args());
+    }
     if inspection.tx.blocked().is_none() && no_body {
         inspection.tx.set_body(Vec::new(), 0);
         inspection.tx.run_phase(2);
@@ -122,6 +180,35 @@ pub fn start(session: &mut Session, ctx: &mut RequestCtx, waf: &Arc<Waf>) -> Opt
     ctx.waf = Some(inspection);
     reply
 }
+
+fn too_many_args() -> Reply {
+    Reply::new(
+        400,
+        "waf_too_many_args",
+        "The request carries more fields than this shop accepts.",
+    )
+}
+
+fn too_large() -> Reply {
+    Reply::new(
+        413,
+        "waf_body_too_large",
+        "The request body is larger than this shop inspects.",
+    )
+}
+
+fn unreadable() -> Reply {
+    Reply::new(
+        400,
+        "waf_malformed_body",
+        "The request body could not be read.",
+    )
+}
+
+/// Bodies (or argument counts) past which phase 2 runs off the proxy's I/O
+/// threads: a form of thousands of fields costs milliseconds of CPU.
+const HEAVY_BYTES: usize = 16 << 10;
+const HEAVY_ARGS: usize = 300;
 
 impl Inspection {
     /// The block page for a blocked request, and the outcome either way.
@@ -149,62 +236,248 @@ impl Inspection {
         None
     }
 
-    /// A body chunk: held back until the body ends or fills the inspection
-    /// limit, then judged. Returns a reply when the request must be refused.
-    pub fn body(&mut self, body: &mut Option<Bytes>, end_of_stream: bool) -> Option<Reply> {
+    fn reject(&mut self, reply: Reply) -> Option<Reply> {
+        self.judged = true;
+        self.outcome = Outcome::Rejected;
+        self.held.clear();
+        Some(reply)
+    }
+
+    /// A body chunk. Held back until it can be judged whole (or, for a
+    /// multipart upload, until every part before the current file has been
+    /// judged), then let go. Returns a reply when the request must be refused.
+    ///
+    /// Nothing reaches the origin before the WAF has judged every byte
+    /// before it that PHP will read: forms, JSON and XML over `body_limit`
+    /// are refused (413), never passed half read.
+    pub async fn body(&mut self, body: &mut Option<Bytes>, end_of_stream: bool) -> Option<Reply> {
         if self.judged {
             return None;
         }
         let limit = self.waf.settings.body_limit;
-        if let Some(chunk) = body.take() {
-            self.seen += chunk.len();
-            self.held.extend_from_slice(&chunk);
-        }
-        // Held back: an empty chunk, because `None` would end the body upstream.
+        let chunk = body.take().unwrap_or_default();
+        self.seen += chunk.len();
+        // Held back: an empty chunk (never the last one; the pipeline turns
+        // an empty last chunk into the end of the body).
         *body = Some(Bytes::new());
-        let over = self.held.len() > limit;
-        if !end_of_stream && !over {
+        if let BodyReader::Multipart { .. } = self.reader {
+            return self.multipart_chunk(body, &chunk, end_of_stream).await;
+        }
+        self.held.extend_from_slice(&chunk);
+        if self.held.len() > limit {
+            let parsed = self.tx.data.processor_for().is_some();
+            if parsed || self.waf.settings.overflow == waf::Overflow::Reject {
+                return self.reject(too_large());
+            }
+            // A raw body (no parser): its first `body_limit` bytes are
+            // judged, the rest streams through.
+            let inspected = self.held[..limit].to_vec();
+            let length = self.held.len();
+            if let Some(reply) = self.judge_whole(inspected, length).await {
+                return Some(reply);
+            }
+            *body = Some(std::mem::take(&mut self.held).freeze());
             return None;
         }
-        if over && self.waf.settings.overflow == waf::Overflow::Reject {
-            self.judged = true;
-            self.outcome = Outcome::Rejected;
-            return Some(Reply::new(
-                413,
-                "waf_body_too_large",
-                "The request body is larger than this shop inspects.",
-            ));
+        if !end_of_stream {
+            return None;
         }
-        let inspected = self.held[..self.held.len().min(limit)].to_vec();
-        let length = if end_of_stream {
-            self.seen
-        } else {
-            self.held.len()
-        };
-        if self.tx.wants_body() {
-            self.tx.set_body(inspected, length);
-            if self.waf.settings.malformed == waf::Malformed::Reject
-                && self.tx.data.body_error.is_some()
-            {
-                self.judged = true;
-                self.outcome = Outcome::Rejected;
-                return Some(Reply::new(
-                    400,
-                    "waf_malformed_body",
-                    "The request body could not be read.",
-                ));
-            }
-            self.tx.run_phase(2);
+        let inspected = self.held.to_vec();
+        let length = self.seen;
+        if let Some(reply) = self.judge_whole(inspected, length).await {
+            return Some(reply);
         }
-        self.tx
-            .evaluate_score(self.waf.settings.paranoia, self.waf.settings.threshold);
+        // Let everything held back go on to the origin in one piece.
+        *body = Some(std::mem::take(&mut self.held).freeze());
+        None
+    }
+
+    /// Phase 2 on a whole (or raw-prefix) body.
+    async fn judge_whole(&mut self, inspected: Vec<u8>, length: usize) -> Option<Reply> {
         self.judged = true;
-        let reply = self.verdict();
-        if reply.is_none() {
-            // Let everything held back go on to the origin in one piece.
+        if !self.tx.wants_body() {
+            self.tx
+                .evaluate_score(self.waf.settings.paranoia, self.waf.settings.threshold);
+            return self.verdict();
+        }
+        let heavy = inspected.len() > HEAVY_BYTES;
+        let settings = self.waf.settings.clone();
+        let run = move |tx: &mut Transaction| {
+            tx.set_body(inspected, length);
+            if tx.data.args_count() > settings.max_args {
+                Err(too_many_args())
+            } else if settings.malformed == waf::Malformed::Reject && tx.data.body_error.is_some() {
+                Err(unreadable())
+            } else {
+                tx.run_phase(2);
+                tx.evaluate_score(settings.paranoia, settings.threshold);
+                Ok(())
+            }
+        };
+        let outcome = self.run(heavy, false, run).await;
+        match outcome {
+            Err(reply) => self.reject(reply),
+            Ok(()) => self.verdict(),
+        }
+    }
+
+    /// Runs `work` on this request's transaction, or on a fresh one (phase
+    /// 1 run again) when `fresh`. A heavy one runs off the I/O threads (see
+    /// `offload`), on a fresh transaction built there.
+    async fn run<R: Send + 'static>(
+        &mut self,
+        heavy: bool,
+        fresh: bool,
+        work: impl FnOnce(&mut Transaction) -> R + Send + 'static,
+    ) -> R {
+        let waf = self.waf.clone();
+        let head = self.head.clone();
+        let build = move || {
+            let mut tx = waf.transaction(head);
+            tx.run_phase(1);
+            tx
+        };
+        if heavy {
+            let (tx, result) = super::offload::run(self.client, move || {
+                let mut tx = build();
+                let result = work(&mut tx);
+                (tx, result)
+            })
+            .await;
+            self.tx = tx;
+            return result;
+        }
+        if fresh {
+            self.tx = build();
+        }
+        work(&mut self.tx)
+    }
+
+    /// A chunk of a multipart body.
+    async fn multipart_chunk(
+        &mut self,
+        body: &mut Option<Bytes>,
+        chunk: &[u8],
+        end_of_stream: bool,
+    ) -> Option<Reply> {
+        let limit = self.waf.settings.body_limit;
+        let max_args = self.waf.settings.max_args;
+        let get_args = self.tx.data.args_get.len();
+        let BodyReader::Multipart {
+            parser,
+            parts,
+            kept,
+            unjudged,
+        } = &mut self.reader
+        else {
+            return None;
+        };
+        let mut events = Vec::new();
+        parser.feed(chunk, &mut events);
+        if end_of_stream {
+            parser.finish(&mut events);
+        }
+        let found = !events.is_empty();
+        for e in events {
+            if let multipart::Event::Field { value, headers, .. } = &e {
+                *kept += value.len() + headers.iter().map(Vec::len).sum::<usize>();
+            }
+            parts.add(e);
+        }
+        *unjudged |= found;
+        let over_fields = *kept > limit;
+        let over_args = get_args + parts.fields.len() + parts.files.len() > max_args;
+        let stop = parser.stopped().cloned();
+        let in_file = parser.in_file_data();
+        self.held.extend_from_slice(chunk);
+        if over_args {
+            return self.reject(too_many_args());
+        }
+        if over_fields || matches!(stop, Some(multipart::Stop::FieldTooLarge)) {
+            return self.reject(too_large());
+        }
+        if matches!(stop, Some(multipart::Stop::HeadersTooLarge)) {
+            return self.reject(unreadable());
+        }
+        let BodyReader::Multipart {
+            parser,
+            parts,
+            unjudged,
+            ..
+        } = &mut self.reader
+        else {
+            return None;
+        };
+        if end_of_stream {
+            parts.close(parser);
+            let parts = parts.clone();
+            if let Some(reply) = self.checkpoint(parts, true).await {
+                return Some(reply);
+            }
+            *body = Some(std::mem::take(&mut self.held).freeze()).filter(|b| !b.is_empty());
+            return None;
+        }
+        // Inside a file's data, everything before has been read: judge the
+        // parts found since the last checkpoint, then let it all go.
+        if in_file && !found && !*unjudged {
+            *body = Some(std::mem::take(&mut self.held).freeze());
+            return None;
+        }
+        if in_file {
+            *unjudged = false;
+            let parts = parts.clone();
+            if let Some(reply) = self.checkpoint(parts, false).await {
+                return Some(reply);
+            }
             *body = Some(std::mem::take(&mut self.held).freeze());
         }
-        reply
+        None
+    }
+
+    /// Phase 2 on the multipart parts read so far. The first checkpoint
+    /// uses the transaction phase 1 ran on; later ones start afresh (phase
+    /// 1 again), so every verdict covers everything read.
+    async fn checkpoint(&mut self, parts: waf::body::Multipart, last: bool) -> Option<Reply> {
+        if last {
+            self.judged = true;
+        }
+        if !self.tx.wants_body() && self.checkpoints == 0 {
+            self.tx
+                .evaluate_score(self.waf.settings.paranoia, self.waf.settings.threshold);
+            self.judged = true;
+            return self.verdict();
+        }
+        let fresh = self.checkpoints > 0;
+        self.checkpoints += 1;
+        let heavy = parts.fields.len() + parts.files.len() > HEAVY_ARGS
+            || parts.fields.iter().map(|(_, v)| v.len()).sum::<usize>() > HEAVY_BYTES;
+        let settings = self.waf.settings.clone();
+        let length = self.seen;
+        let outcome = self
+            .run(heavy, fresh, move |tx| {
+                if tx.blocked().is_none() {
+                    tx.set_multipart(parts, length);
+                    if settings.malformed == waf::Malformed::Reject && tx.data.body_error.is_some()
+                    {
+                        return Err(unreadable());
+                    }
+                    tx.run_phase(2);
+                }
+                tx.evaluate_score(settings.paranoia, settings.threshold);
+                Ok(())
+            })
+            .await;
+        match outcome {
+            Err(reply) => self.reject(reply),
+            Ok(()) => {
+                let reply = self.verdict();
+                if reply.is_some() {
+                    self.judged = true;
+                    self.held.clear();
+                }
+                reply
+            }
+        }
     }
 
     /// The `x-rempart-waf` debug header: ids of the logged rules that matched.

@@ -14,6 +14,7 @@
 pub mod ctx;
 pub mod headers;
 pub mod inspect;
+pub mod offload;
 pub mod reply;
 
 use crate::bans::BanList;
@@ -175,8 +176,9 @@ impl Proxy {
             return Ok(false);
         }
         let binding = crate::challenge::binding(ctx.client.ip, &ua);
-        let pass = cookie_value(&req.headers, crate::challenge::COOKIE);
-        if pass.is_some_and(|p| self.challenge_key.check_pass(p, &binding).is_ok()) {
+        let pass = crate::util::cookies::value_of(&req.headers, crate::challenge::COOKIE);
+        let pass = pass.as_deref().map(String::from_utf8_lossy);
+        if pass.is_some_and(|p| self.challenge_key.check_pass(&p, &binding).is_ok()) {
             return Ok(false);
         }
         metrics::CHALLENGES.with_label_values(&["shown"]).inc();
@@ -338,18 +340,6 @@ fn request_info<'a>(req: &'a RequestHeader, ctx: &'a RequestCtx) -> RequestInfo<
     }
 }
 
-/// A cookie's value from the request headers.
-fn cookie_value<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
 /// The `x-cache` value for a cache phase.
 fn cache_status(phase: CachePhase) -> &'static str {
     match phase {
@@ -420,6 +410,25 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let snapshot = self.policy.current();
+        // The host as nginx hands it to PHP and ModSecurity: HTTP/2 carries
+        // it in `:authority`. Every phase reads the normalised `Host`.
+        let req = session.req_header();
+        ctx.host = match crate::util::host::raw(req) {
+            Some(raw) => crate::util::host::normalise(raw).map(|h| h.into_owned()),
+            None if req.version <= http::Version::HTTP_10 => Ok(String::new()),
+            None => Err(crate::util::host::HostError::Missing),
+        };
+        if let Ok(host) = &ctx.host {
+            let same = req
+                .headers
+                .get(http::header::HOST)
+                .is_some_and(|h| h.as_bytes() == host.as_bytes());
+            if !same && !host.is_empty() {
+                session
+                    .req_header_mut()
+                    .insert_header(http::header::HOST, host.as_str())?;
+            }
+        }
         let req = session.req_header();
         ctx.request_id = headers::request_id(req.headers.get("x-request-id"));
         let peer = session
@@ -576,6 +585,16 @@ impl ProxyHttp for Proxy {
         let Some(snapshot) = ctx.snapshot.clone() else {
             return Ok(false);
         };
+        if let Err(why) = &ctx.host {
+            session.set_keepalive(None);
+            let reply = Reply::new(
+                400,
+                "bad_host",
+                format!("The request could not be understood: {why}."),
+            );
+            self.respond(session, ctx, "limits", reply).await?;
+            return Ok(true);
+        }
         let req = session.req_header();
         let limits = snapshot.limits;
         let (bytes, count) = headers::header_size(&req.headers);
@@ -664,12 +683,7 @@ impl ProxyHttp for Proxy {
             .iter()
             .find(|r| r.matches(&req.method, &req.uri))
         {
-            let session = req
-                .headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .find_map(|c| crate::bruteforce::session_of(rule, c));
+            let session = crate::bruteforce::session_of(rule, &req.headers);
             ctx.login = Some(ctx::LoginCapture {
                 rule: rule.clone(),
                 body: Vec::new(),
@@ -706,11 +720,21 @@ impl ProxyHttp for Proxy {
                 );
             }
         }
-        if let Some(reply) = ctx.waf.as_mut().and_then(|w| w.body(body, end_of_stream)) {
+        let waf_reply = match ctx.waf.as_mut() {
+            Some(w) => w.body(body, end_of_stream).await,
+            None => None,
+        };
+        if let Some(reply) = waf_reply {
             let status = reply.status;
             ctx.decision.by = "waf";
             ctx.pending_reply = Some(reply);
             return Error::e_explain(ErrorType::HTTPStatus(status), "refused by the WAF");
+        }
+        // Never hand pingora an empty chunk at the end of the body: over a
+        // chunked connection it is written as a last-chunk marker before the
+        // real one, and the spare bytes would be read as the next request.
+        if end_of_stream && body.as_ref().is_some_and(|b| b.is_empty()) {
+            *body = None;
         }
         Ok(())
     }
@@ -826,12 +850,11 @@ impl ProxyHttp for Proxy {
         for name in headers::hop_by_hop(&upstream_request.headers, upgrade) {
             upstream_request.remove_header(&name);
         }
-        let original_host = session
-            .req_header()
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_string);
+        if !ctx.client.peer_trusted {
+            for name in headers::PROXY_RESERVED {
+                upstream_request.remove_header(*name);
+            }
+        }
         let peer = ctx.client.peer.to_string();
         let xff = match upstream_request
             .headers
@@ -850,8 +873,11 @@ impl ProxyHttp for Proxy {
                 if ctx.client.tls { "https" } else { "http" },
             )?;
         }
-        if let Some(host) = &original_host {
-            upstream_request.insert_header("x-forwarded-host", host.as_str())?;
+        // The normalised host the cache keyed the request with: the origin
+        // must build its answer (canonical redirects, links) for that host.
+        if let Some(host) = ctx.host.as_deref().ok().filter(|h| !h.is_empty()) {
+            upstream_request.insert_header("x-forwarded-host", host)?;
+            upstream_request.insert_header(http::header::HOST, host)?;
         }
         upstream_request.insert_header("x-real-ip", ctx.client.ip.to_string())?;
         upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;

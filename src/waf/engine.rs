@@ -1047,6 +1047,14 @@ impl Transaction {
             .set_body(bytes, total_length, processor.as_deref());
     }
 
+    /// Sets a multipart body read as it streamed.
+    pub fn set_multipart(&mut self, parts: super::body::Multipart, total_length: usize) {
+        if !self.state.body_access {
+            return;
+        }
+        self.data.set_multipart(parts, total_length);
+    }
+
     /// The anomaly-score fallback when the rules hold no blocking evaluation
     /// (only YAML rules, no CRS): sums the per-level scores up to `paranoia`.
     pub fn evaluate_score(&mut self, paranoia: u8, threshold: i64) {

@@ -33,7 +33,9 @@ pub enum Mode {
     Detect,
 }
 
-/// What happens to a body longer than the inspection limit.
+/// What happens to a raw body (no form, JSON or XML parser for it) longer
+/// than the inspection limit. Forms, JSON and XML over the limit are always
+/// refused: a part of them could never be read as the shop reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Overflow {
     InspectPrefix,
@@ -120,6 +122,8 @@ pub struct WafSettings {
     pub body_limit: usize,
     pub overflow: Overflow,
     pub malformed: Malformed,
+    /// Arguments (query and body) a request may carry; more is refused (400).
+    pub max_args: usize,
     pub debug_header: bool,
     /// Ban the client (bans ladder) when the WAF blocks a request.
     pub ban_on_block: bool,
@@ -600,6 +604,7 @@ SecRule &TX:skipped "@eq 0" "id:23,phase:1,pass"
                 body_limit: 1024,
                 overflow: Overflow::InspectPrefix,
                 malformed: Malformed::InspectRaw,
+                max_args: 2000,
                 debug_header: false,
                 ban_on_block: false,
                 crs: None,

@@ -19,6 +19,13 @@ pub struct Head {
     pub request_id: String,
 }
 
+/// Whether a body's first byte past white space is `<`.
+fn looks_like_xml(body: &[u8]) -> bool {
+    body.iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'<')
+}
+
 /// Body processors, as `REQBODY_PROCESSOR` names them.
 pub const URLENCODED: &str = "URLENCODED";
 pub const MULTIPART: &str = "MULTIPART";
@@ -113,24 +120,28 @@ impl RequestData {
             .map(|(_, v)| v.as_slice())
     }
 
-    /// The processor a Content-Type calls for.
+    /// The processor a Content-Type calls for, as the shop reads the body:
+    /// the form parsers as PHP picks them (the type cut at `;`, `,` or a
+    /// space), JSON as WordPress REST recognises it, XML by its types.
     pub fn processor_for(&self) -> Option<&'static str> {
-        let ct = String::from_utf8_lossy(self.header("content-type")?).to_ascii_lowercase();
-        let mime = ct.split(';').next().unwrap_or("").trim().to_string();
-        if mime == "application/x-www-form-urlencoded" {
-            Some(URLENCODED)
-        } else if mime == "multipart/form-data" {
-            Some(MULTIPART)
-        } else if mime == "application/json" || mime.ends_with("+json") {
-            Some(JSON)
-        } else if mime == "text/xml" || mime == "application/xml" || mime.ends_with("+xml") {
-            Some(XML)
-        } else {
-            None
+        use crate::util::content_type::{form_kind, is_xml, wp_is_json, PostKind};
+        let ct = self.header("content-type")?;
+        match form_kind(ct) {
+            Some(PostKind::Urlencoded) => Some(URLENCODED),
+            Some(PostKind::Multipart) => Some(MULTIPART),
+            None if wp_is_json(ct) => Some(JSON),
+            None if is_xml(ct) => Some(XML),
+            None => None,
         }
     }
 
     /// Parses the inspected body with `processor` (or none: raw text only).
+    ///
+    /// Besides the declared processor, the body is read the way the shop may
+    /// read it too: WordPress decodes JSON for any type its test accepts
+    /// (`application/x-www-form-urlencoded, application/json` fills both),
+    /// and XML-RPC reads an XML document whatever the type, so a body that
+    /// starts with `<` also fills the XML collections when it parses.
     pub fn set_body(&mut self, bytes: Vec<u8>, total_length: usize, processor: Option<&str>) {
         self.body_length = total_length;
         match processor {
@@ -138,22 +149,31 @@ impl RequestData {
                 let (pairs, bad) = body::urlencoded(&bytes);
                 self.args_post = pairs;
                 self.urlencoded_error |= bad;
+                let json_too = self
+                    .header("content-type")
+                    .is_some_and(crate::util::content_type::wp_is_json);
+                if json_too {
+                    match body::json(&bytes) {
+                        Ok(pairs) => self.args_post.extend(pairs),
+                        Err(e) => self.body_error = Some(e),
+                    }
+                }
             }
             Some(MULTIPART) => {
-                let ct = self
-                    .header("content-type")
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-                    .unwrap_or_default();
+                let ct = self.header("content-type").unwrap_or_default().to_vec();
                 match body::boundary(&ct) {
                     Some(boundary) => {
                         let parsed = body::multipart(&bytes, &boundary);
-                        self.body_error = parsed.error.clone();
-                        self.args_post = parsed.fields.clone();
-                        self.multipart = parsed;
+                        self.set_multipart_parts(parsed);
                     }
                     None => {
-                        self.body_error = Some("multipart: no boundary in Content-Type".into());
+                        // PHP parses nothing without a boundary; the raw
+                        // body is inspected instead.
                         self.multipart.strict_error = true;
+                        self.processor = None;
+                        self.body = bytes;
+                        self.update_sizes();
+                        return;
                     }
                 }
             }
@@ -170,9 +190,40 @@ impl RequestData {
             },
             _ => {}
         }
+        if processor != Some(XML) && looks_like_xml(&bytes) {
+            if let Ok((texts, attributes)) = body::xml(&bytes) {
+                self.xml_texts = texts;
+                self.xml_attributes = attributes;
+            }
+        }
         self.processor = processor.map(str::to_string);
         self.body = bytes;
         self.update_sizes();
+    }
+
+    /// A multipart body read as it streamed (fields whole, files as names
+    /// and sizes); `raw` is what of it is kept for `REQUEST_BODY`.
+    pub fn set_multipart(&mut self, parts: body::Multipart, total_length: usize) {
+        self.body_length = total_length;
+        self.set_multipart_parts(parts);
+        self.processor = Some(MULTIPART.to_string());
+        self.update_sizes();
+    }
+
+    fn set_multipart_parts(&mut self, parts: body::Multipart) {
+        // A body cut mid-part or garbled: PHP stops there too, and keeps
+        // the fields read so far, which are inspected. Only a body Rempart
+        // could not read to its end is an error.
+        if parts.unreadable {
+            self.body_error = parts.error.clone();
+        }
+        self.args_post = parts.fields.clone();
+        self.multipart = parts;
+    }
+
+    /// The number of arguments (query and body), for the policy's cap.
+    pub fn args_count(&self) -> usize {
+        self.args_get.len() + self.args_post.len()
     }
 
     fn update_sizes(&mut self) {

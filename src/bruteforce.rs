@@ -9,19 +9,20 @@
 //! under a flood of addresses or usernames, and a quiet client is forgotten
 //! after the window.
 
-use crate::cache::rules::PathMatch;
+use crate::util::pattern::ActionMatch;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-/// Largest login body inspected (forms are small; XML-RPC multicalls are not).
+/// Bytes of an origin's answer read for a failure text (`failure_body`).
 pub const MAX_BODY: usize = 64 << 10;
 
 /// One protected login.
 #[derive(Debug, Clone)]
 pub struct LoginRule {
     pub name: String,
-    pub paths: Vec<PathMatch>,
-    pub methods: Vec<http::Method>,
+    /// The login's paths and forms (a form handled on any URL) and methods,
+    /// on every spelling the shop serves.
+    pub action: ActionMatch,
     /// Form field holding the username (`log` for WordPress, `email` for PrestaShop).
     pub username_field: Option<String>,
     /// Statuses that mean "wrong password" (or "payment refused").
@@ -40,11 +41,9 @@ pub struct LoginRule {
 }
 
 impl LoginRule {
-    pub fn matches(&self, method: &http::Method, uri: &http::Uri) -> bool {
-        let path = uri.path();
-        let pq = uri.path_and_query().map_or(path, |p| p.as_str());
-        (self.methods.is_empty() || self.methods.contains(method))
-            && self.paths.iter().any(|p| p.matches(path, pq))
+    /// Whether the request is this login (form fields count once the body is read).
+    pub fn matches(&self, target: &crate::util::target::Target) -> bool {
+        self.action.matches(target)
     }
 }
 
@@ -54,6 +53,10 @@ pub struct Attempt {
     pub username: Option<String>,
     /// Authentication calls in the request (1 for a form, N for a multicall).
     pub calls: u64,
+    /// The whole body was read: a missing username field means another
+    /// form, not a login. Otherwise the attempt counts per address whatever
+    /// it holds.
+    pub readable: bool,
 }
 
 /// XML-RPC methods that take a username and password.
@@ -86,39 +89,52 @@ pub fn session_of(rule: &LoginRule, headers: &http::HeaderMap) -> Option<String>
     )
 }
 
-/// Reads a login body: the username of a form, or the calls of an XML-RPC request.
-pub fn read_attempt(rule: &LoginRule, body: &[u8]) -> Attempt {
-    let text = String::from_utf8_lossy(body);
+/// Reads a login: the username of a form (body, then query, as PHP's
+/// `$_REQUEST`), or the authentication calls of an XML-RPC request.
+pub fn read_attempt(
+    rule: &LoginRule,
+    target: &crate::util::target::Target,
+    body: Option<&crate::util::form::FormFields>,
+) -> Attempt {
+    let readable = body.is_none_or(|b| b.complete);
     if rule.xmlrpc {
-        let calls = XMLRPC_AUTH_METHODS
-            .iter()
-            .map(|m| {
-                text.matches(&format!("<methodName>{m}</methodName>"))
-                    .count()
-            })
-            .sum::<usize>()
-            + XMLRPC_AUTH_METHODS
-                .iter()
-                .map(|m| text.matches(&format!("<string>{m}</string>")).count())
-                .sum::<usize>();
-        // A multicall names its inner methods as strings; a plain call as methodName.
         return Attempt {
             username: None,
-            calls: (calls as u64).max(1),
+            calls: xmlrpc_calls(body.and_then(|b| b.xml())).max(1),
+            readable,
         };
     }
-    // The last occurrence wins, as in PHP: a repeated field cannot hide the
-    // username the application really checks.
     let username = rule.username_field.as_ref().and_then(|field| {
-        text.split('&')
-            .rev()
-            .filter_map(|p| p.split_once('='))
-            .find(|(k, _)| url_decode(k) == *field)
-            .map(|(_, v)| url_decode(v).trim().to_lowercase())
-            .filter(|u| !u.is_empty())
-            .map(|u| u.chars().take(128).collect::<String>())
+        let value = target.field(field)?;
+        let u = String::from_utf8_lossy(value).trim().to_lowercase();
+        (!u.is_empty()).then(|| u.chars().take(128).collect::<String>())
     });
-    Attempt { username, calls: 1 }
+    Attempt {
+        username,
+        calls: 1,
+        readable,
+    }
+}
+
+/// Authentication calls in an XML-RPC body, read as WordPress reads it
+/// (text joined across comments, CDATA and references): every method name
+/// that takes a password, the plain call's and each call of a
+/// `system.multicall`.
+fn xmlrpc_calls(xml: Option<&[u8]>) -> u64 {
+    let Some(xml) = xml else { return 0 };
+    match crate::util::xml::parse(xml, 1_000_000) {
+        Ok(values) => values
+            .texts
+            .iter()
+            .filter(|t| {
+                XMLRPC_AUTH_METHODS
+                    .iter()
+                    .any(|m| t.as_slice() == m.as_bytes())
+            })
+            .count() as u64,
+        // Not XML PHP would read: the call fails, it counted as one.
+        Err(_) => 1,
+    }
 }
 
 /// Decodes `%XX` and `+` in a form value; invalid escapes stay as they are.
@@ -184,7 +200,10 @@ pub fn judge_status(rule: &LoginRule, status: u16) -> Option<bool> {
 pub fn record(rule: &LoginRule, client: &str, attempt: &Attempt, failed: bool) -> bool {
     // A form without the username field is another form on the same page
     // (an address or account edit), not a login.
-    let not_a_login = !rule.xmlrpc && rule.username_field.is_some() && attempt.username.is_none();
+    let not_a_login = !rule.xmlrpc
+        && rule.username_field.is_some()
+        && attempt.username.is_none()
+        && attempt.readable;
     if not_a_login || !failed {
         return false;
     }
@@ -209,17 +228,22 @@ pub fn record(rule: &LoginRule, client: &str, attempt: &Attempt, failed: bool) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::util::pattern::PathMatch;
+    use crate::util::target::Target;
 
     fn rule(xmlrpc: bool) -> LoginRule {
         LoginRule {
             name: format!("t{xmlrpc}"),
-            paths: vec![PathMatch::parse(if xmlrpc {
-                "/xmlrpc.php"
-            } else {
-                "/wp-login.php"
-            })
-            .unwrap()],
-            methods: vec![http::Method::POST],
+            action: ActionMatch {
+                paths: vec![PathMatch::parse(if xmlrpc {
+                    "/xmlrpc.php"
+                } else {
+                    "/wp-login.php"
+                })
+                .unwrap()],
+                forms: vec![],
+                methods: vec![http::Method::POST],
+            },
             username_field: Some("log".into()),
             failure_status: vec![200],
             failure_body: None,
@@ -231,6 +255,20 @@ mod tests {
             window: Duration::from_secs(60),
         }
     }
+
+    /// The attempt a body makes on a rule, as the pipeline reads it.
+    fn attempt(rule: &LoginRule, ct: &str, body: &[u8]) -> Attempt {
+        let fields = crate::util::form::read(Some(ct.as_bytes()), body);
+        let mut target = Target::new(
+            &http::Method::POST,
+            b"/wp-login.php",
+            &http::HeaderMap::new(),
+        );
+        target.add_body(&fields);
+        read_attempt(rule, &target, Some(&fields))
+    }
+
+    const FORM: &str = "application/x-www-form-urlencoded";
 
     #[test]
     fn a_payment_failure_can_be_read_from_the_body() {
@@ -244,22 +282,24 @@ mod tests {
 
     #[test]
     fn usernames_are_read_from_the_form() {
-        let a = read_attempt(
+        let a = attempt(
             &rule(false),
+            FORM,
             b"log=Admin%40Shop.example&pwd=p%26ss&wp-submit=Log+In",
         );
         assert_eq!(
             a,
             Attempt {
                 username: Some("admin@shop.example".into()),
-                calls: 1
+                calls: 1,
+                readable: true,
             }
         );
-        assert_eq!(read_attempt(&rule(false), b"pwd=x").username, None);
-        assert_eq!(read_attempt(&rule(false), &[0xff, 0xfe, b'=']).calls, 1);
+        assert_eq!(attempt(&rule(false), FORM, b"pwd=x").username, None);
+        assert_eq!(attempt(&rule(false), FORM, &[0xff, 0xfe, b'=']).calls, 1);
         let long = format!("log={}", "%E2%82%AC".repeat(60));
         assert_eq!(
-            read_attempt(&rule(false), long.as_bytes())
+            attempt(&rule(false), FORM, long.as_bytes())
                 .username
                 .unwrap()
                 .chars()
@@ -267,26 +307,54 @@ mod tests {
             60
         );
         let longer = format!("log={}", "%E2%82%AC".repeat(300));
-        assert_eq!(
-            read_attempt(&rule(false), longer.as_bytes())
+        assert!(
+            attempt(&rule(false), FORM, longer.as_bytes())
                 .username
                 .unwrap()
                 .chars()
-                .count(),
-            128
+                .count()
+                <= 128
         );
-        let repeated = read_attempt(&rule(false), b"log=decoy&pwd=x&log=admin");
-        assert_eq!(repeated.username.as_deref(), Some("admin"));
+        let repeated = attempt(&rule(false), FORM, b"log=decoy&pwd=x&log=admin");
+        assert_eq!(
+            repeated.username.as_deref(),
+            Some("admin"),
+            "PHP keeps the last"
+        );
+        let late = format!("pad={}&log=late&pwd=x", "p".repeat(100_000));
+        assert_eq!(
+            attempt(&rule(false), FORM, late.as_bytes())
+                .username
+                .as_deref(),
+            Some("late"),
+            "a username after 64 KiB is still read"
+        );
+        let multipart =
+            b"--B\r\nContent-Disposition: form-data; name=\"log\"\r\n\r\nroot\r\n--B--\r\n";
+        assert_eq!(
+            attempt(&rule(false), "multipart/form-data; boundary=B", multipart)
+                .username
+                .as_deref(),
+            Some("root")
+        );
     }
 
     #[test]
-    fn a_multicall_counts_every_guess() {
+    fn a_multicall_counts_every_guess_however_it_is_spelled() {
         let call = "<value><struct><member><name>methodName</name><value><string>wp.getUsersBlogs</string></value></member></struct></value>";
-        let body = format!(
-            "<methodCall><methodName>system.multicall</methodName><params>{}</params></methodCall>",
-            call.repeat(40)
-        );
-        assert_eq!(read_attempt(&rule(true), body.as_bytes()).calls, 40);
+        let hidden = "<value><struct><member><name>methodName</name><value><string>wp.getUsers<!---->Blogs</string></value></member></struct></value>";
+        for c in [call, hidden] {
+            let body = format!(
+                "<methodCall><methodName>system<!---->.multicall</methodName><params>{}</params></methodCall>",
+                c.repeat(40)
+            );
+            assert_eq!(attempt(&rule(true), "text/xml", body.as_bytes()).calls, 40);
+            assert_eq!(
+                attempt(&rule(true), FORM, body.as_bytes()).calls,
+                40,
+                "XML-RPC reads the body whatever its type"
+            );
+        }
     }
 
     #[test]
@@ -295,6 +363,7 @@ mod tests {
         let a = Attempt {
             username: Some("admin".into()),
             calls: 1,
+            readable: true,
         };
         for _ in 0..10 {
             assert!(
@@ -305,6 +374,7 @@ mod tests {
         let address_form = Attempt {
             username: None,
             calls: 1,
+            readable: true,
         };
         for _ in 0..10 {
             assert!(
@@ -316,5 +386,17 @@ mod tests {
         assert!(!record(&r, "198.51.100.2", &a, true));
         assert!(!record(&r, "198.51.100.2", &a, true));
         assert!(record(&r, "198.51.100.2", &a, true));
+        let unreadable = Attempt {
+            username: None,
+            calls: 1,
+            readable: false,
+        };
+        assert!(!record(&r, "198.51.100.3", &unreadable, true));
+        assert!(!record(&r, "198.51.100.3", &unreadable, true));
+        assert!(!record(&r, "198.51.100.3", &unreadable, true));
+        assert!(
+            record(&r, "198.51.100.3", &unreadable, true),
+            "a body that could not be read counts per address"
+        );
     }
 }

@@ -18,6 +18,9 @@ pub struct RequestInfo<'a> {
     pub uri: &'a Uri,
     pub headers: &'a HeaderMap,
     pub request_id: &'a str,
+    /// The request as the shop reads it (resolved path, REST routes, PHP's
+    /// query names; form fields once the body is read).
+    pub target: &'a crate::util::target::Target,
 }
 
 /// A filter's decision.
@@ -44,6 +47,9 @@ pub struct Reply {
     pub rule: Option<String>,
     /// Ask the pipeline to ban the client, with this reason.
     pub ban: Option<&'static str>,
+    /// A page of its own (the challenge's), sent as HTML instead of the
+    /// standard page.
+    pub page: Option<String>,
 }
 
 impl Reply {
@@ -55,6 +61,7 @@ impl Reply {
             headers: Vec::new(),
             rule: None,
             ban: None,
+            page: None,
         }
     }
 }
@@ -127,12 +134,14 @@ mod tests {
         chain.push(Box::new(Always("first", Some(403))));
         chain.push(Box::new(Always("second", Some(429))));
         let (method, uri, headers) = (Method::GET, Uri::from_static("/"), HeaderMap::new());
+        let target = crate::util::target::Target::new(&method, b"/", &headers);
         let req = RequestInfo {
             client_ip: [127, 0, 0, 1].into(),
             method: &method,
             uri: &uri,
             headers: &headers,
             request_id: "r1",
+            target: &target,
         };
         let (name, reply) = chain.run(&req).unwrap();
         assert_eq!((name, reply.status), ("first", 403));

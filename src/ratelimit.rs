@@ -9,8 +9,8 @@
 //! bounded: idle keys are dropped by `sweep` and a flood of new keys beyond
 //! `max_keys` shares one overflow bucket instead of growing memory.
 
-use crate::cache::rules::PathMatch;
 use crate::filter::{Reply, RequestFilter, RequestInfo, Verdict};
+use crate::util::pattern::ActionMatch;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use std::collections::HashMap;
@@ -40,10 +40,9 @@ pub enum KeyPart {
 /// Which requests a limit counts.
 #[derive(Debug, Clone, Default)]
 pub struct LimitMatch {
-    /// Empty: every path.
-    pub paths: Vec<PathMatch>,
-    /// Empty: every method.
-    pub methods: Vec<http::Method>,
+    /// Paths, forms and methods (empty: every request), on every spelling
+    /// the shop serves (see `util::target`).
+    pub action: ActionMatch,
     /// Only requests that carry this header.
     pub header: Option<http::HeaderName>,
 }
@@ -191,16 +190,20 @@ impl Limit {
         }
     }
 
-    /// Whether this limit counts the request.
+    /// Whether this limit counts the request (form fields count once the
+    /// body is read).
     pub fn matches(&self, req: &RequestInfo<'_>) -> bool {
-        let m = &self.matcher;
-        let path = req.uri.path();
-        let path_and_query = req.uri.path_and_query().map_or(path, |p| p.as_str());
-        (m.paths.is_empty() || m.paths.iter().any(|p| p.matches(path, path_and_query)))
-            && (m.methods.is_empty() || m.methods.contains(req.method))
-            && m.header
+        self.matcher.action.matches(req.target)
+            && self
+                .matcher
+                .header
                 .as_ref()
                 .is_none_or(|h| req.headers.contains_key(h))
+    }
+
+    /// Whether the body may still make this limit count the request.
+    pub fn needs_body(&self) -> bool {
+        self.matcher.action.needs_body()
     }
 
     /// The request's key for this limit; `None` when a keyed value is absent
@@ -389,12 +392,20 @@ mod tests {
         uri: &'a http::Uri,
         headers: &'a http::HeaderMap,
     ) -> RequestInfo<'a> {
+        let raw = uri.path_and_query().map_or("/", |p| p.as_str());
+        // Leaked: a test's requests live as long as the test.
+        let target = Box::leak(Box::new(crate::util::target::Target::new(
+            method,
+            raw.as_bytes(),
+            headers,
+        )));
         RequestInfo {
             client_ip: IpAddr::from(ip),
             method,
             uri,
             headers,
             request_id: "t",
+            target,
         }
     }
 
@@ -405,8 +416,11 @@ mod tests {
             burst: NonZeroU32::new(burst).unwrap(),
         };
         let matcher = LimitMatch {
-            paths: vec![PathMatch::parse("/wp-login.php").unwrap()],
-            methods: vec![http::Method::POST],
+            action: ActionMatch {
+                paths: vec![crate::util::pattern::PathMatch::parse("/wp-login.php").unwrap()],
+                forms: vec![],
+                methods: vec![http::Method::POST],
+            },
             header: None,
         };
         Limit::new(name, matcher, key, rate, Scope::All, Action::Block, 1000)

@@ -302,6 +302,7 @@ async fn failed_logins_lead_to_a_ban_and_successful_ones_do_not_count() {
     for _ in 0..6 {
         let r = owner
             .post(proxy.url("/wp-login.php"))
+            .header("content-type", "application/x-www-form-urlencoded")
             .body("log=owner&pwd=right")
             .send()
             .await
@@ -312,6 +313,7 @@ async fn failed_logins_lead_to_a_ban_and_successful_ones_do_not_count() {
         assert_eq!(
             owner
                 .post(proxy.url("/wp-login.php"))
+                .header("content-type", "application/x-www-form-urlencoded")
                 .body("log=owner&pwd=typo")
                 .send()
                 .await
@@ -330,6 +332,7 @@ async fn failed_logins_lead_to_a_ban_and_successful_ones_do_not_count() {
     for i in 0..4 {
         let r = stuffer
             .post(proxy.url("/wp-login.php"))
+            .header("content-type", "application/x-www-form-urlencoded")
             .body(format!("log=admin&pwd=guess{i}"))
             .send()
             .await
@@ -362,6 +365,7 @@ async fn one_username_tried_from_many_addresses_gets_them_banned() {
         let c = client_from([127, 0, 0, ip]);
         for _ in 0..2 {
             c.post(proxy.url("/wp-login.php"))
+                .header("content-type", "application/x-www-form-urlencoded")
                 .body("log=Admin&pwd=x")
                 .send()
                 .await

@@ -8,7 +8,6 @@ use pingora::cache::cache_control::CacheControl;
 use pingora::cache::filters::calculate_fresh_until;
 use pingora::cache::{CacheMeta, CacheMetaDefaults};
 use pingora::http::{RequestHeader, ResponseHeader};
-use regex::Regex;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
@@ -71,62 +70,10 @@ pub const DEFAULT_DROP_QUERY_PARAMS: &[&str] = &[
     "mc_eid", "yclid", "_ke",
 ];
 
-/// A path rule: a prefix matched on segment boundaries, or a regex (`~...`)
-/// matched against path and query.
-#[derive(Debug, Clone)]
-pub enum PathMatch {
-    Prefix(String),
-    Regex(Regex),
-}
+pub use crate::util::pattern::{NamePattern, PathMatch};
 
-impl PathMatch {
-    /// `~regex` or a prefix.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        match text.strip_prefix('~') {
-            Some(re) => Regex::new(re)
-                .map(PathMatch::Regex)
-                .map_err(|e| format!("invalid regex `{re}`: {e}")),
-            None if text.starts_with('/') => Ok(PathMatch::Prefix(text.to_string())),
-            None => Err(format!(
-                "path `{text}` must start with `/` (a prefix) or `~` (a regex)"
-            )),
-        }
-    }
-
-    pub fn matches(&self, path: &str, path_and_query: &str) -> bool {
-        match self {
-            PathMatch::Prefix(p) => {
-                path.starts_with(p.as_str())
-                    && (p.ends_with('/')
-                        || path.len() == p.len()
-                        || path[p.len()..].starts_with(['/', '?', '.']))
-            }
-            PathMatch::Regex(re) => re.is_match(path_and_query),
-        }
-    }
-}
-
-/// A cookie or parameter name pattern: exact, or with `*` wildcards.
-#[derive(Debug, Clone)]
-pub struct NamePattern(Regex);
-
-impl NamePattern {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        if text.is_empty() || text.contains(['=', ';', ' ']) {
-            return Err(format!(
-                "`{text}` is not a cookie or parameter name (use `*` as a wildcard)"
-            ));
-        }
-        let escaped: Vec<String> = text.split('*').map(regex::escape).collect();
-        Regex::new(&format!("^{}$", escaped.join(".*")))
-            .map(NamePattern)
-            .map_err(|e| e.to_string())
-    }
-
-    pub fn matches(&self, name: &str) -> bool {
-        self.0.is_match(name)
-    }
-}
+/// Query pairs past which a request is not cached.
+const MAX_KEY_PAIRS: usize = 256;
 
 /// The compiled `cache` block.
 #[derive(Debug, Clone)]
@@ -161,30 +108,47 @@ pub struct KeyParts {
 }
 
 impl CacheRules {
-    /// Why this request must not use the cache, if it must not.
-    pub fn request_bypass(&self, req: &RequestHeader) -> Option<BypassReason> {
+    /// Why this request must not use the cache, if it must not. Paths are
+    /// matched on the request's reading (`util::target`): every spelling
+    /// of `/cart/` the shop serves is personal too.
+    pub fn request_bypass(
+        &self,
+        req: &RequestHeader,
+        target: &crate::util::target::Target,
+    ) -> Option<BypassReason> {
         if req.method != http::Method::GET && req.method != http::Method::HEAD {
             return Some("method");
         }
         if req.headers.contains_key(http::header::AUTHORIZATION) {
             return Some("authorization");
         }
+        // A target with raw bytes outside printable ASCII (browsers encode
+        // them) could key two spellings the shop tells apart alike.
+        if !req.raw_path().iter().all(|b| (0x21..0x7f).contains(b)) {
+            return Some("target");
+        }
         if self.has_session_cookie(req) {
             return Some("cookie");
         }
-        let path = req.uri.path();
-        let path_and_query = req.uri.path_and_query().map_or(path, |p| p.as_str());
-        if self
-            .bypass_paths
-            .iter()
-            .any(|p| p.matches(path, path_and_query))
-        {
+        if self.bypass_paths.iter().any(|p| p.matches_target(target)) {
             return Some("path");
         }
         let query = req.uri.query().unwrap_or("");
-        let action = query_pairs(query)
-            .any(|(name, _)| self.bypass_query_params.iter().any(|p| p.matches(name)));
+        let action = crate::util::query::pairs(query.as_bytes()).any(|pair| {
+            pair.name().is_some_and(|n| {
+                let name = String::from_utf8_lossy(&n);
+                self.bypass_query_params.iter().any(|p| p.matches(&name))
+            })
+        });
         if action {
+            return Some("query");
+        }
+        // PHP stops reading a query at 1000 variables; past a few hundred,
+        // the order of the pairs could matter to the page: not cached.
+        if crate::util::query::pairs(query.as_bytes())
+            .nth(MAX_KEY_PAIRS)
+            .is_some()
+        {
             return Some("query");
         }
         None
@@ -199,36 +163,32 @@ impl CacheRules {
         })
     }
 
-    /// The normalised key: lower-case host without default port, path as
-    /// sent, query parameters sorted with marketing parameters dropped.
+    /// The normalised key: the host as forwarded to the origin (lower case,
+    /// without a default port), the path as sent, the query's pairs as sent
+    /// minus marketing parameters, ordered by the name PHP files them under
+    /// (stable: pairs of one name keep their order, which decides the value
+    /// PHP keeps).
     pub fn key(&self, req: &RequestHeader) -> KeyParts {
-        let host = req
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri.authority().map(|a| a.as_str()))
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        let host = host
-            .strip_suffix(":80")
-            .or_else(|| host.strip_suffix(":443"))
-            .unwrap_or(&host);
-        let mut pairs: Vec<&str> = req
-            .uri
-            .query()
-            .unwrap_or("")
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .filter(|p| {
-                let name = p.split('=').next().unwrap_or("");
-                !self.drop_query_params.iter().any(|d| d.matches(name))
-            })
+        let raw_host = crate::util::host::raw(req).unwrap_or_default();
+        let host = crate::util::host::normalise(raw_host)
+            .map(|h| h.into_owned())
+            .unwrap_or_else(|_| String::from_utf8_lossy(raw_host).to_ascii_lowercase());
+        let raw = req.raw_path();
+        let (path, query) = match raw.iter().position(|b| *b == b'?') {
+            Some(q) => (&raw[..q], &raw[q + 1..]),
+            None => (raw, &b""[..]),
+        };
+        let mut pairs: Vec<(Vec<u8>, &[u8])> = self
+            .kept_pairs(query)
+            .into_iter()
+            .map(|p| (p.name().map(|n| n.into_owned()).unwrap_or_default(), p.raw))
             .collect();
-        pairs.sort_unstable();
-        let mut url = format!("{host}{}", req.uri.path());
-        if !pairs.is_empty() {
-            url.push('?');
-            url.push_str(&pairs.join("&"));
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut url = host;
+        url.push_str(&String::from_utf8_lossy(path));
+        for (i, (_, raw_pair)) in pairs.iter().enumerate() {
+            url.push(if i == 0 { '?' } else { '&' });
+            url.push_str(&String::from_utf8_lossy(raw_pair));
         }
         let primary = if self.device_class && is_mobile(req) {
             format!("{url}#mobile")
@@ -236,6 +196,40 @@ impl CacheRules {
             url.clone()
         };
         KeyParts { url, primary }
+    }
+
+    /// The query's pairs the key keeps: all but marketing parameters
+    /// (judged by the name PHP reads: `utm.source` is `utm_source`).
+    fn kept_pairs<'a>(&self, query: &'a [u8]) -> Vec<crate::util::query::Pair<'a>> {
+        crate::util::query::pairs(query)
+            .filter(|p| {
+                !p.name().is_some_and(|n| {
+                    let name = String::from_utf8_lossy(&n);
+                    self.drop_query_params.iter().any(|d| d.matches(&name))
+                })
+            })
+            .collect()
+    }
+
+    /// The request target to forward when the key dropped marketing
+    /// parameters: the path and the kept pairs in their order, so that the
+    /// stored page cannot depend on a parameter the key ignores. `None`
+    /// when nothing was dropped.
+    pub fn forwarded_target(&self, req: &RequestHeader) -> Option<Vec<u8>> {
+        let raw = req.raw_path();
+        let q = raw.iter().position(|b| *b == b'?')?;
+        let (path, query) = (&raw[..q], &raw[q + 1..]);
+        let kept = self.kept_pairs(query);
+        let all = crate::util::query::pairs(query).count();
+        if kept.len() == all {
+            return None;
+        }
+        let mut target = path.to_vec();
+        for (i, pair) in kept.iter().enumerate() {
+            target.push(if i == 0 { b'?' } else { b'&' });
+            target.extend_from_slice(pair.raw);
+        }
+        Some(target)
     }
 
     /// Decides whether a response may be stored, and builds its cache meta.
@@ -362,15 +356,13 @@ fn secs(d: Duration) -> u32 {
     u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
 }
 
-fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| p.split_once('=').unwrap_or((p, "")))
-}
-
-/// The device class WordPress themes use (`wp_is_mobile`): phones and tablets.
+/// The device class WordPress themes use, as `wp_is_mobile` decides it:
+/// the `Sec-CH-UA-Mobile` client hint when the browser sends one, else
+/// phones and tablets by user agent.
 fn is_mobile(req: &RequestHeader) -> bool {
+    if let Some(hint) = req.headers.get("sec-ch-ua-mobile") {
+        return hint.as_bytes() == b"?1";
+    }
     let ua = req
         .headers
         .get(http::header::USER_AGENT)
@@ -478,15 +470,22 @@ mod tests {
             ),
         ];
         for (path, headers, expected) in table {
+            let request = req(path, &headers);
+            let target = crate::util::target::Target::new(
+                &request.method,
+                request.raw_path(),
+                &request.headers,
+            );
             assert_eq!(
-                r.request_bypass(&req(path, &headers)),
+                r.request_bypass(&request, &target),
                 expected,
                 "{path} {headers:?}"
             );
         }
         let mut post = req("/", &[]);
         post.set_method(http::Method::POST);
-        assert_eq!(r.request_bypass(&post), Some("method"));
+        let target = crate::util::target::Target::new(&post.method, b"/", &post.headers);
+        assert_eq!(r.request_bypass(&post, &target), Some("method"));
     }
 
     #[test]

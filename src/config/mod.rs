@@ -42,6 +42,16 @@ pub struct Overrides {
     pub upstreams: Vec<String>,
 }
 
+impl Snapshot {
+    /// Whether some rule may need a request's form fields (or the REST
+    /// routes its body names): logins, request limits, the challenge.
+    pub fn reads_forms(&self) -> bool {
+        !self.logins.is_empty()
+            || !self.request_limits.is_empty()
+            || self.bots.as_ref().is_some_and(|b| b.challenge.is_some())
+    }
+}
+
 /// A compiled, immutable policy. Requests pin one snapshot for their whole life,
 /// so a reload never changes the rules under a request in flight.
 #[derive(Debug)]
@@ -62,6 +72,9 @@ pub struct Snapshot {
     pub ban_state_file: Option<PathBuf>,
     /// Limits counted only for requests that reach the origin (after the cache).
     pub origin_limits: Vec<Arc<Limit>>,
+    /// The request-phase limits (also in `request_filters`), for the ones
+    /// only a request's form fields make count, read once the body is in.
+    pub request_limits: Vec<Arc<Limit>>,
     /// 404 answers per client before a ban (scanners probing for files).
     pub not_found_flood: Option<Arc<Limit>>,
     /// Logins whose failures are counted from the origin's answers.
@@ -125,7 +138,8 @@ pub struct ChallengeSettings {
     pub difficulty: u32,
     pub pass_ttl: Duration,
     pub exempt: Vec<PathMatch>,
-    pub risky: Vec<PathMatch>,
+    /// Risky actions: paths and forms (on any URL).
+    pub risky: crate::util::pattern::ActionMatch,
 }
 
 /// The page cache: its rules (reloadable) and its size (fixed at start-up).
@@ -596,7 +610,7 @@ fn compile(
         request_filters.push(Box::new(ip_filter));
     }
     if !request_limits.is_empty() {
-        request_filters.push(Box::new(RateLimitFilter::new(request_limits)));
+        request_filters.push(Box::new(RateLimitFilter::new(request_limits.clone())));
     }
     let mut not_found_flood = None;
     let mut bots = None;
@@ -627,6 +641,7 @@ fn compile(
         bans,
         ban_state_file,
         origin_limits,
+        request_limits,
         not_found_flood,
         logins,
         bots,
@@ -796,6 +811,7 @@ fn compile_limits(c: &mut Checker<'_>, b: raw::RateLimitsBlock) -> Vec<Limit> {
                 Err(_) => c.error(m, format!("`{}` is not an HTTP method", m.value), None),
             }
         }
+        let forms = compile_forms(c, &l.forms);
         let header = l.header.as_ref().and_then(|h| {
             match HeaderName::try_from(h.value.to_ascii_lowercase()) {
                 Ok(name) => Some(name),
@@ -853,8 +869,11 @@ fn compile_limits(c: &mut Checker<'_>, b: raw::RateLimitsBlock) -> Vec<Limit> {
         out.push(Limit::new(
             &name,
             LimitMatch {
-                paths,
-                methods,
+                action: crate::util::pattern::ActionMatch {
+                    paths,
+                    forms,
+                    methods,
+                },
                 header,
             },
             key,
@@ -867,6 +886,37 @@ fn compile_limits(c: &mut Checker<'_>, b: raw::RateLimitsBlock) -> Vec<Limit> {
             action,
             max_keys,
         ));
+    }
+    out
+}
+
+/// `forms:`: lists of field names (or `name=value`), each list a form whose
+/// fields must all be present.
+fn compile_forms(c: &mut Checker<'_>, forms: &[Spanned<Vec<Spanned<String>>>]) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for form in forms {
+        if form.value.is_empty() {
+            c.error(
+                form,
+                "a form needs at least one field",
+                Some("e.g. `[login, username, password]` (all present) or `[\"action=woocommerce_checkout\"]`"),
+            );
+            continue;
+        }
+        let mut fields = Vec::new();
+        for f in &form.value {
+            let name = f.value.split('=').next().unwrap_or("");
+            if name.is_empty() || name.contains(|ch: char| ch.is_whitespace() || ch == '&') {
+                c.error(
+                    f,
+                    format!("`{}` is not a form field name", f.value),
+                    Some("write the field's name as PHP reads it, or `name=value`"),
+                );
+            } else {
+                fields.push(f.value.clone());
+            }
+        }
+        out.push(fields);
     }
     out
 }
@@ -933,11 +983,12 @@ fn compile_logins(
                 Err(e) => c.error(p, e, Some("e.g. `/wp-login.php`")),
             }
         }
-        if l.paths.is_empty() {
+        let forms = compile_forms(c, &l.forms);
+        if l.paths.is_empty() && l.forms.is_empty() {
             c.error(
                 &l.name,
-                "a login needs `paths`",
-                Some("e.g. `paths: [\"/wp-login.php\"]`"),
+                "a login needs `paths` or `forms`",
+                Some("e.g. `paths: [\"/wp-login.php\"]`, or `forms: [[login, username, password]]` for a form handled on any URL"),
             );
         }
         let methods: Vec<http::Method> = if l.methods.is_empty() {
@@ -964,8 +1015,11 @@ fn compile_logins(
         }
         out.push(Arc::new(LoginRule {
             name: l.name.value.clone(),
-            paths,
-            methods,
+            action: crate::util::pattern::ActionMatch {
+                paths,
+                forms,
+                methods,
+            },
             username_field: l.username_field,
             failure_status: l.failure_status,
             failure_body: l.failure_body.filter(|b| !b.is_empty()),
@@ -1047,11 +1101,15 @@ fn compile_bots(
                 .collect()
         };
         let exempt = paths(c, &ch.exempt_paths);
-        let risky = paths(c, &ch.risky_paths);
-        if step_up && risky.is_empty() {
+        let risky = crate::util::pattern::ActionMatch {
+            paths: paths(c, &ch.risky_paths),
+            forms: compile_forms(c, &ch.risky_forms),
+            methods: Vec::new(),
+        };
+        if step_up && risky.paths.is_empty() && risky.forms.is_empty() {
             c.at::<()>(
                 None,
-                "`bots.challenge.mode: step_up` needs `risky_paths`",
+                "`bots.challenge.mode: step_up` needs `risky_paths` (or `risky_forms`)",
                 Some("e.g. [\"/wp-login.php\", \"/checkout\"]"),
             );
         }

@@ -283,6 +283,8 @@ pub struct LimitBlock {
     pub methods: Vec<Spanned<String>>,
     #[serde(default)]
     pub header: Option<Spanned<String>>,
+    #[serde(default)]
+    pub forms: Vec<Spanned<Vec<Spanned<String>>>>,
     pub key: Spanned<Vec<Spanned<String>>>,
     pub rate: Spanned<String>,
     #[serde(default)]
@@ -342,6 +344,7 @@ pub struct ChallengeBlock {
     pub pass_ttl: Option<NonZeroDur>,
     pub exempt_paths: Vec<Spanned<String>>,
     pub risky_paths: Vec<Spanned<String>>,
+    pub risky_forms: Vec<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// When the proof-of-work challenge is shown.
@@ -374,7 +377,10 @@ pub struct BruteForceBlock {
 #[serde(deny_unknown_fields)]
 pub struct LoginBlock {
     pub name: Spanned<String>,
+    #[serde(default)]
     pub paths: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub forms: Vec<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub methods: Vec<Spanned<String>>,
     #[serde(default)]
@@ -462,6 +468,8 @@ pub struct WafExclusionBlock {
     pub paths: Vec<Spanned<String>>,
     pub path_regex: Option<Spanned<String>>,
     pub methods: Vec<Spanned<String>>,
+    /// Query parameters the request must carry (`name: value`, `"*"` for any value).
+    pub query: std::collections::BTreeMap<String, String>,
     pub rules: Vec<Spanned<IdOrRange>>,
     pub tags: Vec<Spanned<String>>,
     pub targets: Vec<Spanned<String>>,

@@ -290,6 +290,11 @@ fn exclusion(c: &mut Checker<'_>, index: usize, e: &raw::WafExclusionBlock) -> O
             .iter()
             .map(|m| m.value.to_ascii_uppercase())
             .collect(),
+        query: e
+            .query
+            .iter()
+            .map(|(k, v)| (k.clone(), (v != "*").then(|| v.clone())))
+            .collect(),
         ids,
         tags: e.tags.iter().map(|t| t.value.clone()).collect(),
         targets,

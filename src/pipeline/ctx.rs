@@ -18,6 +18,14 @@ pub struct RequestCtx {
     pub cache: CacheFacts,
     /// A login attempt being watched (brute-force protection).
     pub login: Option<LoginCapture>,
+    /// The request as the shop reads it (see `util::target`); form fields
+    /// join it once the body is read.
+    pub target: crate::util::target::Target,
+    /// The request head's reading, kept when the body adds to `target`:
+    /// rules the body newly matches are the ones to run then.
+    pub head_target: Option<crate::util::target::Target>,
+    /// The body's form fields, read as it streams, when a rule needs them.
+    pub form: Option<crate::util::form::FormReader>,
     pub request_id: String,
     /// The host the request names, normalised (see `util::host`): what the
     /// cache keys and what the origin receives. `Err` is answered with a 400.
@@ -26,6 +34,8 @@ pub struct RequestCtx {
     pub body_bytes: u64,
     /// The WAF's inspection of this request.
     pub waf: Option<super::inspect::Inspection>,
+    /// A verified search-engine crawler (never challenged).
+    pub verified_crawler: bool,
     /// A refusal decided while the body streamed, sent by `fail_to_proxy`.
     pub pending_reply: Option<crate::filter::Reply>,
 }
@@ -40,10 +50,14 @@ impl Default for RequestCtx {
             upstream: UpstreamAttempts::default(),
             cache: CacheFacts::default(),
             login: None,
+            target: crate::util::target::Target::default(),
+            head_target: None,
+            form: None,
             request_id: String::new(),
             host: Err(crate::util::host::HostError::Missing),
             body_bytes: 0,
             waf: None,
+            verified_crawler: false,
             pending_reply: None,
         }
     }
@@ -123,11 +137,27 @@ pub struct CacheFacts {
     pub status: Option<&'static str>,
 }
 
-/// The body of a login request, kept (bounded) to read its username.
+impl LoginCapture {
+    /// Watches a request for `rule`, with the cart session from its cookies.
+    pub fn new(rule: Arc<crate::bruteforce::LoginRule>, headers: &http::HeaderMap) -> Self {
+        let session = crate::bruteforce::session_of(&rule, headers);
+        LoginCapture {
+            rule,
+            attempt: None,
+            session,
+            pending: None,
+            tail: Vec::new(),
+            scanned: 0,
+        }
+    }
+}
+
+/// A login (or payment) being watched: judged from the origin's answer.
 #[derive(Debug)]
 pub struct LoginCapture {
     pub rule: Arc<crate::bruteforce::LoginRule>,
-    pub body: Vec<u8>,
+    /// What the request says: username, calls; `None` until the body is read.
+    pub attempt: Option<crate::bruteforce::Attempt>,
     /// The cart session, for rules that count per session.
     pub session: Option<String>,
     /// Set once the answer's status is in but the body must still be read.

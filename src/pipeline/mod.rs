@@ -74,7 +74,7 @@ impl Proxy {
         }
         // The audit log records security decisions, not origin errors; the
         // WAF writes its own, more detailed record when the request ends.
-        if reply.status >= 400 && by != "proxy" && by != "waf" {
+        if reply.status >= 400 && by != "proxy" && by != "waf" && reply.reason != "challenge" {
             let anonymize_ips = ctx
                 .snapshot
                 .as_ref()
@@ -116,26 +116,27 @@ impl Proxy {
         Ok(())
     }
 
-    /// Crawlers and the challenge. `Ok(true)` when Rempart answered.
+    /// Crawlers and the challenge: who answers and how, when Rempart must.
     async fn screen_bots(
         &self,
-        session: &mut Session,
+        req: &RequestHeader,
         ctx: &mut RequestCtx,
         bots: &crate::config::BotSettings,
-    ) -> Result<bool> {
-        let req = session.req_header();
+    ) -> Option<(&'static str, Reply)> {
         let ua = req
             .headers
             .get(http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
+            .unwrap_or("");
         let allowlisted = self.bans.is_allowlisted(ctx.client.ip);
-        let claimed = crate::crawler::claimed(&ua).filter(|_| !allowlisted);
+        let claimed = crate::crawler::claimed(ua).filter(|_| !allowlisted);
         if let (Some(crawler), Some(verifier)) = (claimed, &bots.verifier) {
             match verifier.verify(ctx.client.ip, crawler).await {
                 // A verified crawler is never challenged.
-                Some(true) => return Ok(false),
+                Some(true) => {
+                    ctx.verified_crawler = true;
+                    return None;
+                }
                 // DNS did not answer in time: no verdict, judged like any client.
                 None => {
                     tracing::debug!(request_id = %ctx.request_id, crawler = crawler.name, "crawler check inconclusive")
@@ -150,59 +151,69 @@ impl Proxy {
                     if bots.ban_fakes {
                         reply.ban = Some("scanner");
                     }
-                    self.respond(session, ctx, "bots", reply).await?;
-                    return Ok(true);
+                    return Some(("bots", reply));
                 }
             }
         }
-        let Some(challenge) = &bots.challenge else {
-            return Ok(false);
-        };
-        let path = req.uri.path();
-        let pq = req
-            .uri
-            .path_and_query()
-            .map_or(path, |p| p.as_str())
-            .to_string();
-        if challenge.exempt.iter().any(|m| m.matches(path, &pq)) || allowlisted {
-            return Ok(false);
+        self.challenge(req, ctx, bots).map(|r| ("challenge", r))
+    }
+
+    /// The proof-of-work page, for a bot-like client without a pass on a
+    /// risky action (step-up) or on any page, unless it is exempt (a payment
+    /// webhook that is not also a risky action), allowlisted or a verified
+    /// crawler. Run on the head, and again once the body is read when the
+    /// body makes the request risky (a login posted to any URL).
+    fn challenge(
+        &self,
+        req: &RequestHeader,
+        ctx: &RequestCtx,
+        bots: &crate::config::BotSettings,
+    ) -> Option<Reply> {
+        let challenge = bots.challenge.as_ref()?;
+        if ctx.verified_crawler || self.bans.is_allowlisted(ctx.client.ip) {
+            return None;
         }
-        if challenge.step_up && !challenge.risky.iter().any(|m| m.matches(path, &pq)) {
-            return Ok(false);
+        let risky = !challenge.risky.is_empty() && challenge.risky.matches(&ctx.target);
+        if challenge.step_up && !risky {
+            return None;
         }
+        if !risky
+            && challenge
+                .exempt
+                .iter()
+                .any(|m| m.matches_target(&ctx.target))
+        {
+            return None;
+        }
+        let ua = req
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         let http10 = req.version == http::Version::HTTP_10;
         let (score, signals) = crate::bot::score(&req.headers, http10, ctx.client.tls);
         if score < bots.score_threshold {
-            return Ok(false);
+            return None;
         }
-        let binding = crate::challenge::binding(ctx.client.ip, &ua);
+        let binding = crate::challenge::binding(ctx.client.ip, ua);
         let pass = crate::util::cookies::value_of(&req.headers, crate::challenge::COOKIE);
         let pass = pass.as_deref().map(String::from_utf8_lossy);
         if pass.is_some_and(|p| self.challenge_key.check_pass(&p, &binding).is_ok()) {
-            return Ok(false);
+            return None;
         }
         metrics::CHALLENGES.with_label_values(&["shown"]).inc();
         tracing::debug!(request_id = %ctx.request_id, score, ?signals, "challenge shown");
         let seed = self.challenge_key.seed(&binding);
-        let return_to = crate::challenge::safe_return(&pq);
-        let page = crate::challenge::page(&seed, challenge.difficulty, &return_to, &ctx.request_id);
-        ctx.decision.by = "challenge";
-        ctx.decision.reason = Some("challenge");
-        let mut head = ResponseHeader::build(403, Some(6))?;
-        head.insert_header(http::header::CONTENT_TYPE, "text/html; charset=utf-8")?;
-        head.insert_header(http::header::CONTENT_LENGTH, page.len().to_string())?;
-        head.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-        head.insert_header("x-request-id", ctx.request_id.as_str())?;
-        head.insert_header("x-rempart-reason", "challenge")?;
-        if let Some(hsts) = self.hsts(ctx) {
-            head.insert_header("strict-transport-security", hsts)?;
-        }
-        session.set_keepalive(None);
-        session.write_response_header(Box::new(head), false).await?;
-        session
-            .write_response_body(Some(Bytes::from(page)), true)
-            .await?;
-        Ok(true)
+        let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        let return_to = crate::challenge::safe_return(pq);
+        let mut reply = Reply::new(403, "challenge", "Checking your browser.");
+        reply.page = Some(crate::challenge::page(
+            &seed,
+            challenge.difficulty,
+            &return_to,
+            &ctx.request_id,
+        ));
+        Some(reply)
     }
 
     /// `POST /.rempart/challenge`: checks the solution, sets the pass cookie,
@@ -279,6 +290,54 @@ impl Proxy {
         }
     }
 
+    /// The body has been read: the rules its form fields (or the REST
+    /// routes it names) newly match run now, before the last of it goes to
+    /// the origin (which never runs a request whose body has not ended).
+    fn body_read(&self, session: &Session, ctx: &mut RequestCtx) -> Option<(&'static str, Reply)> {
+        let reader = ctx.form.take()?;
+        let snapshot = ctx.snapshot.clone()?;
+        let fields = reader.finish();
+        let head = ctx.target.clone();
+        ctx.target.add_body(&fields);
+        let req = session.req_header();
+        let info = request_info(req, ctx);
+        let head_info = RequestInfo {
+            target: &head,
+            ..info
+        };
+        for limit in &snapshot.request_limits {
+            if limit.matches(&info) && !limit.matches(&head_info) {
+                if let Err(over) = limit.check(&info) {
+                    return Some(("rate_limit", crate::ratelimit::refusal(limit, over)));
+                }
+            }
+        }
+        if let Some(bots) = &snapshot.bots {
+            let was_risky = bots
+                .challenge
+                .as_ref()
+                .is_some_and(|c| c.risky.is_empty() || c.risky.matches(&head));
+            if !was_risky {
+                if let Some(reply) = self.challenge(req, ctx, bots) {
+                    return Some(("challenge", reply));
+                }
+            }
+        }
+        if ctx.login.is_none() {
+            if let Some(rule) = snapshot.logins.iter().find(|r| r.matches(&ctx.target)) {
+                ctx.login = Some(ctx::LoginCapture::new(rule.clone(), &req.headers));
+            }
+        }
+        if let Some(login) = ctx.login.as_mut() {
+            login.attempt = Some(crate::bruteforce::read_attempt(
+                &login.rule,
+                &ctx.target,
+                Some(&fields),
+            ));
+        }
+        None
+    }
+
     /// Counts a judged login or payment attempt; bans past the rule's limits.
     fn judge_attempt(
         &self,
@@ -287,7 +346,7 @@ impl Proxy {
         attempt: &crate::bruteforce::Attempt,
         failed: bool,
     ) {
-        if crate::bruteforce::record(rule, &ip.to_string(), attempt, failed) {
+        if crate::bruteforce::record(rule, &crate::ratelimit::client_key(ip), attempt, failed) {
             let _ = self.bans.ban(ip, None, rule.ban_reason);
         }
     }
@@ -337,6 +396,7 @@ fn request_info<'a>(req: &'a RequestHeader, ctx: &'a RequestCtx) -> RequestInfo<
         uri: &req.uri,
         headers: &req.headers,
         request_id: &ctx.request_id,
+        target: &ctx.target,
     }
 }
 
@@ -430,6 +490,7 @@ impl ProxyHttp for Proxy {
             }
         }
         let req = session.req_header();
+        ctx.target = crate::util::target::Target::new(&req.method, req.raw_path(), &req.headers);
         ctx.request_id = headers::request_id(req.headers.get("x-request-id"));
         let peer = session
             .client_addr()
@@ -473,7 +534,10 @@ impl ProxyHttp for Proxy {
         ) else {
             return Ok(());
         };
-        if let Some(reason) = settings.rules.request_bypass(session.req_header()) {
+        if let Some(reason) = settings
+            .rules
+            .request_bypass(session.req_header(), &ctx.target)
+        {
             ctx.cache.bypass = Some(reason);
             return Ok(());
         }
@@ -667,7 +731,12 @@ impl ProxyHttp for Proxy {
             return Ok(true);
         }
         if let Some(bots) = &snapshot.bots {
-            if self.screen_bots(session, ctx, bots).await? {
+            let req = session.req_header().clone();
+            if let Some((by, reply)) = self.screen_bots(&req, ctx, bots).await {
+                if reply.page.is_some() {
+                    session.set_keepalive(None);
+                }
+                self.respond(session, ctx, by, reply).await?;
                 return Ok(true);
             }
         }
@@ -677,21 +746,21 @@ impl ProxyHttp for Proxy {
                 return Ok(true);
             }
         }
-        let req = session.req_header();
-        if let Some(rule) = snapshot
-            .logins
-            .iter()
-            .find(|r| r.matches(&req.method, &req.uri))
-        {
-            let session = crate::bruteforce::session_of(rule, &req.headers);
-            ctx.login = Some(ctx::LoginCapture {
-                rule: rule.clone(),
-                body: Vec::new(),
-                session,
-                pending: None,
-                tail: Vec::new(),
-                scanned: 0,
-            });
+        // Some rules recognise an action by its form fields, wherever it is
+        // posted: the body is read for them as it streams.
+        if snapshot.reads_forms() && !session.as_mut().is_body_empty() {
+            let ct = session
+                .req_header()
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .map(|v| v.as_bytes());
+            ctx.form = Some(crate::util::form::FormReader::new(ct));
+        }
+        if let Some(rule) = snapshot.logins.iter().find(|r| r.matches(&ctx.target)) {
+            ctx.login = Some(ctx::LoginCapture::new(
+                rule.clone(),
+                &session.req_header().headers,
+            ));
         }
         Ok(false)
     }
@@ -699,16 +768,24 @@ impl ProxyHttp for Proxy {
     /// Enforces the body size limit on streamed bodies (no or wrong Content-Length).
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let (Some(chunk), Some(login)) = (body.as_ref(), ctx.login.as_mut()) {
-            let room = crate::bruteforce::MAX_BODY.saturating_sub(login.body.len());
-            login
-                .body
-                .extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if let (Some(chunk), Some(form)) = (body.as_ref(), ctx.form.as_mut()) {
+            form.feed(chunk);
+        }
+        if end_of_stream {
+            if let Some((by, reply)) = self.body_read(session, ctx) {
+                let status = reply.status;
+                ctx.decision.by = by;
+                ctx.pending_reply = Some(reply);
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(status),
+                    "refused once the body was read",
+                );
+            }
         }
         if let (Some(chunk), Some(snapshot)) = (body.as_ref(), ctx.snapshot.as_ref()) {
             ctx.body_bytes += chunk.len() as u64;
@@ -846,6 +923,19 @@ impl ProxyHttp for Proxy {
             // client; Rempart compresses on the way out.
             upstream_request.remove_header(&http::header::ACCEPT_ENCODING);
         }
+        if session.cache.enabled() {
+            // The parameters the key leaves out (utm_*, fbclid...) are left
+            // out of what the origin receives too: the stored page cannot
+            // depend on them.
+            let forwarded = ctx
+                .snapshot
+                .as_ref()
+                .and_then(|s| s.cache.as_ref())
+                .and_then(|c| c.rules.forwarded_target(upstream_request));
+            if let Some(target) = forwarded {
+                upstream_request.set_raw_path(&target)?;
+            }
+        }
         let upgrade = headers::is_upgrade(&upstream_request.headers);
         for name in headers::hop_by_hop(&upstream_request.headers, upgrade) {
             upstream_request.remove_header(&name);
@@ -908,7 +998,13 @@ impl ProxyHttp for Proxy {
             }
         }
         if let Some(mut login) = ctx.login.take() {
-            let mut attempt = crate::bruteforce::read_attempt(&login.rule, &login.body);
+            // A request whose body never ended here (none, or cut) is read
+            // from what is known: its query, or nothing (counted per address).
+            let mut attempt = login.attempt.take().unwrap_or_else(|| {
+                let mut a = crate::bruteforce::read_attempt(&login.rule, &ctx.target, None);
+                a.readable = ctx.form.is_none();
+                a
+            });
             if login.session.is_some() {
                 attempt.username = login.session.take();
             }
@@ -917,7 +1013,6 @@ impl ProxyHttp for Proxy {
                 None => {
                     // The body will tell (a 200 that says "payment failed").
                     login.pending = Some(attempt);
-                    login.body = Vec::new();
                     ctx.login = Some(login);
                 }
             }

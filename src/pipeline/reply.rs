@@ -25,7 +25,10 @@ pub fn render(
     request_id: &str,
     json: bool,
 ) -> pingora::Result<(ResponseHeader, Bytes)> {
-    let body = if json {
+    let json = json && reply.page.is_none();
+    let body = if let Some(page) = &reply.page {
+        page.clone()
+    } else if json {
         serde_json::json!({
             "error": reply.reason,
             "message": reply.message,

@@ -9,10 +9,13 @@
 
 pub mod content_type;
 pub mod cookies;
+pub mod form;
 pub mod host;
 pub mod json;
 pub mod multipart;
 pub mod path;
+pub mod pattern;
 pub mod php;
 pub mod query;
+pub mod target;
 pub mod xml;

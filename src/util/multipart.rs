@@ -126,6 +126,9 @@ pub struct Parser {
     /// Data held back because it may begin `\n--B`.
     pending: Vec<u8>,
     max_field: usize,
+    /// Past `max_field`, keep the start of a field and read on (instead of
+    /// stopping).
+    truncate: bool,
     pub oddities: Oddities,
     seen_boundary: bool,
     seen_close: bool,
@@ -152,11 +155,21 @@ impl Parser {
             file_size: 0,
             pending: Vec::new(),
             max_field,
+            truncate: false,
             oddities: Oddities::default(),
             seen_boundary: false,
             seen_close: false,
             stop: None,
         }
+    }
+
+    /// A parser that keeps only the first `keep` bytes of each field and
+    /// reads every part to the end (for readers that need names, not whole
+    /// values).
+    pub fn truncating(boundary: &[u8], keep: usize) -> Parser {
+        let mut p = Parser::new(boundary, keep);
+        p.truncate = true;
+        p
     }
 
     /// Whether the parser is inside a file part's data: every part before
@@ -382,6 +395,11 @@ impl Parser {
         match &self.field {
             Some(_) => {
                 if self.value.len() + data.len() > self.max_field {
+                    if self.truncate {
+                        let room = self.max_field.saturating_sub(self.value.len());
+                        self.value.extend_from_slice(&data[..room.min(data.len())]);
+                        return;
+                    }
                     self.halt(Stop::FieldTooLarge);
                     return;
                 }

@@ -69,6 +69,9 @@ pub struct Exclusion {
     pub paths: Vec<String>,
     pub path_regex: Option<Regex>,
     pub methods: Vec<String>,
+    /// Query parameters (PHP's names) the request must carry, with the value
+    /// they must have (`None`: any).
+    pub query: Vec<(String, Option<String>)>,
     pub ids: Vec<IdRange>,
     pub tags: Vec<String>,
     pub targets: Vec<TargetExclusion>,
@@ -77,8 +80,14 @@ pub struct Exclusion {
 }
 
 impl Exclusion {
-    fn applies(&self, method: &str, path: &str) -> bool {
-        (self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
+    fn applies(&self, method: &str, path: &str, query: &[u8]) -> bool {
+        let query_ok = self.query.iter().all(|(name, want)| {
+            crate::util::query::value_of(query, name)
+                .is_some_and(|v| want.as_ref().is_none_or(|w| v.as_ref() == w.as_bytes()))
+        });
+        query_ok
+            && (self.methods.is_empty()
+                || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
             && (self.paths.is_empty() && self.path_regex.is_none()
                 || self.paths.iter().any(|p| path.starts_with(p.as_str()))
                 || self.path_regex.as_ref().is_some_and(|r| r.is_match(path)))
@@ -264,7 +273,7 @@ impl Waf {
             let path = transform::Transform::NormalizePath.apply(&data.filename);
             let path = String::from_utf8_lossy(&path);
             for e in &self.settings.exclusions {
-                if e.applies(&data.head.method, &path) {
+                if e.applies(&data.head.method, &path, &data.query) {
                     e.tune(&mut tuning);
                 }
             }
@@ -588,6 +597,7 @@ SecRule &TX:skipped "@eq 0" "id:23,phase:1,pass"
             paths: vec!["/wp-login.php".into()],
             path_regex: None,
             methods: vec![],
+            query: vec![],
             ids: vec![IdRange { from: 10, to: 10 }],
             tags: vec![],
             targets: vec![TargetExclusion {

@@ -41,6 +41,10 @@ enum Command {
         /// Log format; replaces `server.log_format`.
         #[arg(long, value_enum)]
         log_format: Option<LogFormatArg>,
+        /// Take the listeners over from a running Rempart (zero-downtime
+        /// upgrade): start this, then send SIGQUIT to the old process.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a policy file: exit 0 when valid, else list every problem as file:line:col.
     Check {
@@ -107,13 +111,18 @@ fn main() -> ExitCode {
             admin_listen,
             upstream,
             log_format,
+            upgrade,
         } => {
             let overrides = Overrides {
                 listen,
                 admin_listen,
                 upstreams: upstream,
             };
-            start(config, overrides, log_format, Extras::default())
+            let extras = Extras {
+                upgrade,
+                ..Extras::default()
+            };
+            start(config, overrides, log_format, extras)
         }
         Command::Demo {
             config,
@@ -169,6 +178,7 @@ fn main() -> ExitCode {
                 None,
                 Extras {
                     demo_origin: Some(origin),
+                    upgrade: false,
                 },
             )
         }

@@ -32,6 +32,10 @@ pub enum StartError {
     Tls(#[from] crate::tls::TlsError),
     #[error("{0}")]
     Policy(String),
+    #[error("{0} is already in use (another Rempart, or another server, listens there); to replace a running Rempart without downtime, start the new one with `rempart run --upgrade` and send SIGQUIT to the old one")]
+    AddressInUse(SocketAddr),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, String),
 }
 
 /// Reloads the policy, and the certificates with it.
@@ -164,6 +168,33 @@ impl BackgroundService for SignalReload {
 pub struct Extras {
     /// Serve the sample shop on this address (`rempart demo`).
     pub demo_origin: Option<SocketAddr>,
+    /// Take the listening sockets over from a running Rempart (pingora's
+    /// graceful upgrade) instead of binding them.
+    pub upgrade: bool,
+}
+
+/// Refuses to start on an address something already listens on. The
+/// kernel would otherwise split the traffic between two processes with
+/// different policies (pingora's listeners set SO_REUSEPORT). The probe
+/// sets SO_REUSEADDR only, so a port left in TIME_WAIT by a restart is free.
+fn check_free(addrs: &[SocketAddr]) -> Result<(), StartError> {
+    for addr in addrs {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(*addr),
+            socket2::Type::STREAM,
+            None,
+        )
+        .map_err(|e| StartError::Listen(*addr, e.to_string()))?;
+        let _ = socket.set_reuse_address(true);
+        match socket.bind(&(*addr).into()).and_then(|()| socket.listen(1)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                return Err(StartError::AddressInUse(*addr))
+            }
+            Err(e) => return Err(StartError::Listen(*addr, e.to_string())),
+        }
+    }
+    Ok(())
 }
 
 /// Builds every service and runs until SIGTERM (graceful) or SIGINT.
@@ -233,12 +264,25 @@ pub fn run(store: PolicyStore, extras: Extras) -> Result<(), StartError> {
         alerts: alerts.clone(),
     });
 
+    if !extras.upgrade {
+        let mut addrs = snapshot.server.listen.clone();
+        addrs.push(snapshot.server.admin_listen);
+        if let Some(tls) = snapshot.tls.as_ref().filter(|_| certs.is_some()) {
+            addrs.extend(tls.listen.iter().copied());
+        }
+        addrs.extend(extras.demo_origin);
+        check_free(&addrs)?;
+    }
     let conf = server_conf(&snapshot);
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = pingora::server::configuration::Opt {
+        upgrade: extras.upgrade,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
     let conf = server.configuration.clone();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+    let proxy_app = pingora::proxy::http_proxy(
         &conf,
         Proxy {
             policy: store.clone(),
@@ -249,7 +293,10 @@ pub fn run(store: PolicyStore, extras: Extras) -> Result<(), StartError> {
             bans: bans.clone(),
             challenge_key: Arc::new(challenge_key()),
         },
-        "rempart proxy",
+    );
+    let mut proxy = Service::new(
+        "rempart proxy".to_string(),
+        crate::pipeline::connections::Guarded::new(proxy_app, store.clone()),
     );
     for addr in &snapshot.server.listen {
         proxy.add_tcp(&addr.to_string());
@@ -347,6 +394,7 @@ fn server_conf(snapshot: &Snapshot) -> ServerConf {
         // pingora counts whole seconds; round up so `500ms` is not 0.
         grace_period_seconds: Some(whole_seconds(snapshot.server.grace_period)),
         graceful_shutdown_timeout_seconds: Some(whole_seconds(snapshot.server.shutdown_timeout)),
+        upgrade_sock: snapshot.server.upgrade_socket.display().to_string(),
         ..ServerConf::default()
     }
 }

@@ -106,6 +106,8 @@ pub struct ServerSettings {
     pub anonymize_ips: bool,
     /// Host names the admin API answers to, besides IP literals and `localhost`.
     pub admin_hosts: Vec<String>,
+    /// The Unix socket a new process takes the listeners over from (`run --upgrade`).
+    pub upgrade_socket: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -370,6 +372,10 @@ fn compile(
             .iter()
             .map(|h| h.value.trim().to_ascii_lowercase())
             .collect(),
+        upgrade_socket: server.upgrade_socket.as_ref().map_or_else(
+            || PathBuf::from("/tmp/rempart_upgrade.sock"),
+            |s| base_of(&c.file).join(&s.value),
+        ),
     };
 
     // tls

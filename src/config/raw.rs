@@ -75,6 +75,7 @@ pub struct ServerBlock {
     pub audit_log: Option<Spanned<String>>,
     pub anonymize_ips: Option<bool>,
     pub admin_hosts: Vec<Spanned<String>>,
+    pub upgrade_socket: Option<Spanned<String>>,
 }
 
 /// How log lines are written.

@@ -11,6 +11,7 @@
 //! | `fail_to_proxy` | Rempart's own error page |
 //! | `logging` | metrics and the access log, labelled with who decided |
 
+pub mod connections;
 pub mod ctx;
 pub mod headers;
 pub mod inspect;
@@ -522,6 +523,9 @@ impl ProxyHttp for Proxy {
             compression.adjust_decompression(level > 0);
         }
         ctx.snapshot = Some(snapshot);
+        // The head is in: the connection's head deadline is off until the
+        // request ends.
+        connections::head_read(session.stream());
         Ok(())
     }
 
@@ -1216,6 +1220,7 @@ impl ProxyHttp for Proxy {
         }
         // Release the least-connections slot now rather than when the ctx drops.
         ctx.upstream.current = None;
+        connections::request_done(session.stream());
     }
 }
 

@@ -1713,15 +1713,54 @@ impl Visit<'_> {
     }
 }
 
+/// Bytes as text for messages and the audit log: UTF-8 kept as it is
+/// (French shop content stays readable). A byte that is not part of UTF-8
+/// is what a transformation such as `utf8toUnicode` + `urlDecodeUni` made
+/// of a character (`é` is `%u00e9`, then the byte E9): it is shown as that
+/// Latin-1 character; only control bytes are escaped as `\xNN`.
 fn lossy(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    truncate(bytes, usize::MAX)
 }
 
-/// At most `max` bytes, cut on a character boundary, as text.
+/// At most `max` characters of `bytes` as text (see [`lossy`]), cut on a
+/// character boundary and marked with `…`.
 pub fn truncate(bytes: &[u8], max: usize) -> String {
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(max * 4)]);
-    match text.char_indices().nth(max) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.into_owned(),
+    let mut out = String::new();
+    let mut count = 0usize;
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if count == max {
+                out.push('…');
+                return out;
+            }
+            out.push(c);
+            count += 1;
+        }
+        for &b in chunk.invalid() {
+            if count == max {
+                out.push('…');
+                return out;
+            }
+            if b >= 0xA0 {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("\\x{b:02X}"));
+            }
+            count += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod text_tests {
+    use super::truncate;
+
+    #[test]
+    fn audit_text_keeps_utf8_and_escapes_only_what_is_not() {
+        assert_eq!(truncate("crème brûlée".as_bytes(), 100), "crème brûlée");
+        assert_eq!(truncate("été".as_bytes(), 2), "ét…");
+        assert_eq!(truncate(b"caf\xe9 \x85", 100), "café \\x85");
+        assert!(!truncate("Élodie, ça va?".as_bytes(), 200).contains('\u{fffd}'));
     }
 }

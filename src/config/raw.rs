@@ -208,6 +208,7 @@ pub struct CacheBlock {
     pub vary_allow: Vec<Spanned<String>>,
     pub tag_header: Option<Spanned<String>>,
     pub compression_level: Option<Spanned<u32>>,
+    pub shared_assets: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -580,7 +580,11 @@ impl ProxyHttp for Proxy {
         let Some(settings) = ctx.snapshot.as_ref().and_then(|s| s.cache.as_ref()) else {
             return Ok(RespCacheable::Uncacheable(NoCacheReason::NeverEnabled));
         };
-        match settings.rules.response_meta(session.req_header(), resp) {
+        let shared = settings.rules.is_shared_asset(&ctx.target);
+        match settings
+            .rules
+            .response_meta_for(session.req_header(), resp, shared)
+        {
             Ok(meta) => Ok(RespCacheable::Cacheable(meta)),
             Err(reason) => {
                 ctx.cache.bypass = Some(reason);

@@ -64,6 +64,8 @@ pub fn variable_name(decoded: &[u8]) -> Option<Cow<'_, [u8]>> {
         let replace = match b {
             b' ' | b'.' => true,
             b'[' if unclosed => true,
+            // PHP drops a variable whose name is empty before its first `[`.
+            b'[' if i == 0 => return None,
             b'[' => {
                 if name[i + 1..].contains(&b']') {
                     // An array: the name is what comes before.
@@ -113,6 +115,8 @@ mod tests {
             ("a[b.c[d", Some("a_b_c_d")),
             ("a\0b", Some("a")),
             ("[x]", None),
+            ("[", None),
+            ("[x", None),
             ("", None),
             ("   ", None),
         ] {

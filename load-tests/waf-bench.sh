@@ -57,7 +57,7 @@ run() { # label port path
   wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -H "Host: $HOST" "http://127.0.0.1:$2$3" 2>&1 |
     awk -v l="$1" '/Requests\/sec/ {r=$2} /^ +99%/ {p=$2} END {printf "%-28s %10s req/s  p99 %s\n", l, r, p}'
 }
-for path in ${PATHS:-"/product/blue-hoodie/" "/?s=men%27s+hoodie"}; do
+for path in ${PATHS:-"/product/hoodie-with-logo/" "/?s=men%27s+hoodie"}; do
   curl -fs -o /dev/null -H "Host: $HOST" "http://127.0.0.1:18280$path" || true
   curl -fs -o /dev/null -H "Host: $HOST" "http://127.0.0.1:18380$path" || true
   for round in $(seq 1 "$ROUNDS"); do

@@ -990,3 +990,42 @@ async fn audit_records_keep_accented_text() {
     assert!(log.contains("crème brûlée à l'été"), "{log}");
     assert!(!log.contains('\u{fffd}'), "{log}");
 }
+
+// ---------------------------------------------------------------------------
+// 19. Theme and core files are the same for everyone: cached for staff too
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn theme_and_core_files_are_cached_for_logged_in_staff_too() {
+    let (origin, proxy) = shop_behind_rempart(&preset_block("woocommerce.yaml", "cache")).await;
+    let staff = "wordpress_logged_in_0f1e=admin%7C1716200000%7Cabc; wp-settings-1=editor%3Dhtml";
+    let get = |path: &'static str, cookie: Option<&'static str>| {
+        let mut r = client().get(proxy.url(path));
+        if let Some(c) = cookie {
+            r = r.header("cookie", c);
+        }
+        r.send()
+    };
+    for path in [
+        "/wp-content/themes/storefront/style.css?ver=4.6.0",
+        "/wp-includes/js/dist/block-editor.min.js?ver=6.7",
+        "/wp-admin/load-scripts.php?c=1&load%5Bchunk_0%5D=jquery-core,utils&ver=6.7",
+    ] {
+        let first = get(path, Some(staff)).await.unwrap();
+        assert_eq!(first.headers()["x-cache"], "MISS", "{path}");
+        let again = get(path, Some(staff)).await.unwrap();
+        assert_eq!(again.headers()["x-cache"], "HIT", "{path}: staff");
+        let anon = get(path, None).await.unwrap();
+        assert_eq!(anon.headers()["x-cache"], "HIT", "{path}: anonymous");
+    }
+    // Pages and PHP files stay personal.
+    for path in [
+        "/wp-admin/post.php?post=1&action=edit",
+        "/wp-content/plugins/x/ajax.php",
+        "/product/x/",
+    ] {
+        let r = get(path, Some(staff)).await.unwrap();
+        assert_eq!(r.headers()["x-cache"], "BYPASS", "{path}");
+    }
+    assert_eq!(origin.hits(), 6);
+}

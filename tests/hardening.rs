@@ -447,7 +447,8 @@ brute_force:
         format!("--B\r\nContent-Disposition: form-data; name=\"log\"\r\n\r\n{user}\r\n--B\r\nContent-Disposition: form-data; name=\"pwd\"\r\n\r\nguess\r\n--B--\r\n")
     };
     let padded = |user: &str| format!("pad={}&log={user}&pwd=guess", "p".repeat(70_000));
-    let cases: Vec<(u8, &str, Box<dyn Fn(&str) -> String>)> = vec![
+    type Body = Box<dyn Fn(&str) -> String>;
+    let cases: Vec<(u8, &str, Body)> = vec![
         (30, "multipart/form-data; boundary=B", Box::new(multipart)),
         (31, FORM, Box::new(padded)),
     ];

@@ -205,6 +205,22 @@ fn unreadable() -> Reply {
     )
 }
 
+/// Why a body is refused before its rules run.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    TooManyArgs,
+    Unreadable,
+}
+
+impl Refusal {
+    fn reply(self) -> Reply {
+        match self {
+            Refusal::TooManyArgs => too_many_args(),
+            Refusal::Unreadable => unreadable(),
+        }
+    }
+}
+
 /// Bodies (or argument counts) past which phase 2 runs off the proxy's I/O
 /// threads: a form of thousands of fields costs milliseconds of CPU.
 const HEAVY_BYTES: usize = 16 << 10;
@@ -316,9 +332,9 @@ impl Inspection {
         let run = move |tx: &mut Transaction| {
             tx.set_body(inspected, length);
             if tx.data.args_count() > settings.max_args {
-                Err(too_many_args())
+                Err(Refusal::TooManyArgs)
             } else if settings.malformed == waf::Malformed::Reject && tx.data.body_error.is_some() {
-                Err(unreadable())
+                Err(Refusal::Unreadable)
             } else {
                 tx.run_phase(2);
                 tx.evaluate_score(settings.paranoia, settings.threshold);
@@ -327,7 +343,7 @@ impl Inspection {
         };
         let outcome = self.run(heavy, false, run).await;
         match outcome {
-            Err(reply) => self.reject(reply),
+            Err(refusal) => self.reject(refusal.reply()),
             Ok(()) => self.verdict(),
         }
     }
@@ -470,7 +486,7 @@ impl Inspection {
                     tx.set_multipart(parts, length);
                     if settings.malformed == waf::Malformed::Reject && tx.data.body_error.is_some()
                     {
-                        return Err(unreadable());
+                        return Err(Refusal::Unreadable);
                     }
                     tx.run_phase(2);
                 }
@@ -479,7 +495,7 @@ impl Inspection {
             })
             .await;
         match outcome {
-            Err(reply) => self.reject(reply),
+            Err(refusal) => self.reject(refusal.reply()),
             Ok(()) => {
                 let reply = self.verdict();
                 if reply.is_some() {

@@ -78,7 +78,7 @@ pub fn first<'a>(
 }
 
 /// The value of the cookie named exactly `name` (the first one), decoded.
-pub fn value_of<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<Vec<u8>> {
+pub fn value_of(headers: &http::HeaderMap, name: &str) -> Option<Vec<u8>> {
     first(headers, |n| n == name).map(|c| c.value().into_owned())
 }
 

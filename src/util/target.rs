@@ -239,7 +239,7 @@ pub fn sanitize_text(value: &[u8]) -> Cow<'_, str> {
         }
     }
     let collapsed: Vec<&str> = out
-        .split(|c: char| matches!(c, ' ' | '\t' | '\r' | '\n'))
+        .split([' ', '\t', '\r', '\n'])
         .filter(|s| !s.is_empty())
         .collect();
     let joined = collapsed.join(" ");

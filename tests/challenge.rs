@@ -6,7 +6,6 @@
 mod common;
 
 use common::*;
-use std::path::Path;
 
 const BOTS: &str = "\
 bots:
@@ -222,42 +221,14 @@ async fn step_up_challenges_only_risky_actions() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn headless_chromium_solves_the_challenge_end_to_end() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let browser_dir = root.join("tests/browser");
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&chromium).exists(),
-        "Chromium is missing ({chromium}): run scripts/setup.sh --for-tests"
-    );
-    assert!(
-        browser_dir.join("node_modules/playwright-core").is_dir(),
-        "playwright-core is missing: npm ci in tests/browser"
-    );
     // Headless Chromium says so in its user agent: a threshold of 3 challenges it.
     let (_origin, proxy) = setup(&BOTS.replace("score_threshold: 5", "score_threshold: 3")).await;
     let url = proxy.url("/product/solved/");
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("node")
-            .args([
-                "challenge.mjs",
-                "--url",
-                &url,
-                "--expect",
-                "\"origin\":\"shop\"",
-            ])
-            .current_dir(browser_dir)
-            .env("CHROMIUM", chromium)
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("node is needed to drive Chromium");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        proxy.log()
-    );
-    assert!(stdout.contains("\"ok\":true"));
+    let run = browser_script(
+        "challenge.mjs",
+        &["--url", &url, "--expect", "\"origin\":\"shop\""],
+    )
+    .await;
+    assert!(run.ok, "{}\n{}\n{}", run.stdout, run.stderr, proxy.log());
+    assert!(run.stdout.contains("\"ok\":true"));
 }

@@ -9,22 +9,10 @@ mod common;
 
 use common::*;
 use std::path::Path;
-use std::process::Command;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_shows_live_data_and_its_actions_work_in_chromium() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let browser_dir = root.join("tests/browser");
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&chromium).exists(),
-        "Chromium is missing ({chromium}): run scripts/setup.sh (Debian package `chromium`) or set CHROMIUM"
-    );
-    assert!(
-        browser_dir.join("node_modules/playwright-core").is_dir(),
-        "playwright-core is missing: run `npm ci` in tests/browser (scripts/setup.sh does)"
-    );
-
     let origin = TestOrigin::start("shop").await;
     let (listen, admin) = (free_addr(), free_addr());
     let text = policy(
@@ -65,30 +53,24 @@ async fn the_dashboard_shows_live_data_and_its_actions_work_in_chromium() {
 
     let screenshot = root.join("target/dashboard.png");
     let url = format!("http://{}/", proxy.admin);
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg("dashboard.mjs")
-            .args([
-                "--url",
-                &url,
-                "--token",
-                "dash-t0ken",
-                "--expect-ban",
-                "198.51.100.7",
-                "--screenshot",
-            ])
-            .arg(&screenshot)
-            .current_dir(browser_dir)
-            .env("CHROMIUM", chromium)
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("node is needed to drive Chromium");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let screenshot = screenshot.display().to_string();
+    let run = browser_script(
+        "dashboard.mjs",
+        &[
+            "--url",
+            &url,
+            "--token",
+            "dash-t0ken",
+            "--expect-ban",
+            "198.51.100.7",
+            "--screenshot",
+            &screenshot,
+        ],
+    )
+    .await;
+    let (stdout, stderr) = (&run.stdout, &run.stderr);
     assert!(
-        out.status.success(),
+        run.ok,
         "dashboard test failed:\n{stdout}\n{stderr}\nrempart log:\n{}",
         proxy.log()
     );

@@ -11,7 +11,6 @@ mod common;
 
 use common::*;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -134,33 +133,13 @@ async fn http2_requests_carry_their_host_to_the_waf_and_the_cache() {
     }
 
     // A real browser, which negotiates h2.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let browser_dir = root.join("tests/browser");
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&chromium).exists(),
-        "Chromium is missing ({chromium}): run scripts/setup.sh --for-tests"
-    );
-    assert!(
-        browser_dir.join("node_modules/playwright-core").is_dir(),
-        "playwright-core is missing: npm ci in tests/browser"
-    );
     let url = format!("https://shop.test:{}/product/in-chromium/", https.port());
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .args(["shop_h2.mjs", "--url", &url, "--expect", "in-chromium"])
-            .current_dir(browser_dir)
-            .env("CHROMIUM", chromium)
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("node is needed to drive Chromium");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let run = browser_script("shop_h2.mjs", &["--url", &url, "--expect", "in-chromium"]).await;
     assert!(
-        out.status.success() && stdout.contains("\"protocol\":\"h2\""),
-        "{stdout}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
+        run.ok && run.stdout.contains("\"protocol\":\"h2\""),
+        "{}\n{}\n{}",
+        run.stdout,
+        run.stderr,
         proxy.log()
     );
 }
@@ -286,29 +265,24 @@ async fn the_origin_receives_the_host_and_query_the_cache_keys() {
         seen["path"], "/product/x/?b=2&a=1",
         "marketing parameters dropped"
     );
+    let status = |path: &'static str| {
+        let r = c.get(proxy.url(path)).header("host", "shop.example").send();
+        async move {
+            r.await.unwrap().headers()["x-cache"]
+                .to_str()
+                .unwrap()
+                .to_string()
+        }
+    };
     // The same page under the other spellings the key folds together.
-    let r = c
-        .get(proxy.url("/product/x/?b=2&a=1&utm_medium=mail"))
-        .header("host", "shop.example")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.headers()["x-cache"], "HIT");
+    assert_eq!(status("/product/x/?b=2&a=1&utm_medium=mail").await, "HIT");
     // Repeated names keep their order: PHP keeps the last value.
-    let first = c
-        .get(proxy.url("/search/?s=good&s=evil"))
-        .header("host", "shop.example")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(first.headers()["x-cache"], "MISS");
-    let other = c
-        .get(proxy.url("/search/?s=evil&s=good"))
-        .header("host", "shop.example")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(other.headers()["x-cache"], "MISS", "another page for PHP");
+    assert_eq!(status("/search/?s=good&s=evil").await, "MISS");
+    assert_eq!(
+        status("/search/?s=evil&s=good").await,
+        "MISS",
+        "another page for PHP"
+    );
     // A host nginx refuses is refused.
     let bad = raw_exchange(
         proxy.listen,
@@ -572,15 +546,7 @@ rate_limits:
     ];
     assert_eq!(statuses, [200, 429, 429]);
     // Refused from the shared bucket, not banned (it cannot tell who is to blame).
-    let bans: serde_json::Value = c
-        .get(proxy.admin_url("/bans"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(bans["bans"].as_array().unwrap().len(), 0, "{bans}");
+    assert!(proxy.bans().await.is_empty());
     assert!(proxy
         .metrics()
         .await
@@ -636,15 +602,7 @@ rate_limits:
     assert_eq!(r.status(), 403);
     assert_eq!(r.headers()["x-rempart-reason"], "banned");
     assert_eq!(from("2001:db8:1:3::1", "/").await.unwrap().status(), 200);
-    let bans: serde_json::Value = c
-        .get(proxy.admin_url("/bans"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(bans["bans"][0]["ip"], "2001:db8:1:2::/64");
+    assert_eq!(proxy.bans().await[0]["ip"], "2001:db8:1:2::/64");
 }
 
 // ---------------------------------------------------------------------------

@@ -223,17 +223,6 @@ impl WordPress {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_block_editor_works_through_the_preset() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let browser_dir = root.join("tests/browser");
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&chromium).exists(),
-        "Chromium is missing ({chromium}): run scripts/setup.sh --for-tests"
-    );
-    assert!(
-        browser_dir.join("node_modules/playwright-core").is_dir(),
-        "playwright-core is missing: npm ci in tests/browser"
-    );
     let (listen, admin) = (free_addr(), free_addr());
     let site_url = format!("http://shop.test:{}", listen.port());
     let wordpress = tokio::task::spawn_blocking({
@@ -271,31 +260,25 @@ async fn the_block_editor_works_through_the_preset() {
         tokio::time::sleep(Duration::from_secs(secs.parse().unwrap_or(300))).await;
     }
 
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .args([
-                "editor.mjs",
-                "--url",
-                &site_url,
-                "--rounds",
-                "3",
-                "--user",
-                "admin",
-                "--password",
-                PASSWORD,
-            ])
-            .current_dir(browser_dir)
-            .env("CHROMIUM", chromium)
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("node is needed to drive Chromium");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let run = browser_script(
+        "editor.mjs",
+        &[
+            "--url",
+            &site_url,
+            "--rounds",
+            "3",
+            "--user",
+            "admin",
+            "--password",
+            PASSWORD,
+        ],
+    )
+    .await;
     assert!(
-        out.status.success() && stdout.contains("\"ok\":true"),
-        "{stdout}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
+        run.ok && run.stdout.contains("\"ok\":true"),
+        "{}\n{}\n{}",
+        run.stdout,
+        run.stderr,
         proxy
             .log()
             .lines()

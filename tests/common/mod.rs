@@ -866,3 +866,58 @@ pub async fn raw_requests(addr: SocketAddr, requests: &[Vec<u8>]) -> Vec<(String
     }
     out
 }
+
+// ---------------------------------------------------------------------------
+// Headless Chromium, driven by the scripts of tests/browser
+// ---------------------------------------------------------------------------
+
+/// What a browser script printed, and whether it succeeded.
+pub struct BrowserRun {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `node tests/browser/<script> <args>` against Debian's Chromium
+/// (`$CHROMIUM` overrides it), after checking that both are installed.
+pub async fn browser_script(script: &str, args: &[&str]) -> BrowserRun {
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "Chromium is missing ({chromium}): run scripts/setup.sh --for-tests"
+    );
+    assert!(
+        browser_dir.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is missing: npm ci in tests/browser"
+    );
+    let mut cmd = Command::new("node");
+    cmd.arg(script)
+        .args(args)
+        .current_dir(browser_dir)
+        .env("CHROMIUM", chromium);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("browser task")
+        .expect("node is needed to drive Chromium");
+    BrowserRun {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+impl Rempart {
+    /// The bans in force, from `GET /bans`.
+    pub async fn bans(&self) -> Vec<serde_json::Value> {
+        let doc: serde_json::Value = client()
+            .get(self.admin_url("/bans"))
+            .send()
+            .await
+            .expect("bans")
+            .json()
+            .await
+            .expect("bans json");
+        doc["bans"].as_array().cloned().unwrap_or_default()
+    }
+}

@@ -167,8 +167,8 @@ impl CacheRules {
     pub fn is_shared_asset(&self, target: &crate::util::target::Target) -> bool {
         !self.shared_assets.is_empty() && {
             let path = target.path();
-            let pq = target.paths_with_query().next().unwrap_or(path);
-            self.shared_assets.iter().any(|m| m.matches(path, pq))
+            let pq = target.paths_with_query().next().unwrap_or(path.into());
+            self.shared_assets.iter().any(|m| m.matches(path, &pq))
         }
     }
 

@@ -49,7 +49,7 @@ impl PathMatch {
     pub fn matches_target(&self, t: &Target) -> bool {
         match self {
             PathMatch::Prefix(p) => t.paths().any(|path| prefix_ci(path, p)),
-            PathMatch::Regex(re) => t.paths_with_query().any(|pq| re.is_match(pq)),
+            PathMatch::Regex(re) => t.paths_with_query().any(|pq| re.is_match(&pq)),
         }
     }
 }

@@ -29,8 +29,6 @@ pub struct Target {
     paths: Vec<String>,
     /// `name=value&...`: PHP's names, decoded and sanitised values.
     query_text: String,
-    /// Each path followed by `?` and the query text (for regex rules).
-    with_query: Vec<String>,
     /// The request method, then the methods it may run as.
     methods: Vec<http::Method>,
     /// Query variables (PHP's names, decoded values).
@@ -92,7 +90,6 @@ impl Target {
         {
             t.add_method(over);
         }
-        t.refresh();
         t
     }
 
@@ -110,20 +107,6 @@ impl Target {
         }
     }
 
-    fn refresh(&mut self) {
-        self.with_query = self
-            .paths
-            .iter()
-            .map(|p| {
-                if self.query_text.is_empty() {
-                    p.clone()
-                } else {
-                    format!("{p}?{}", self.query_text)
-                }
-            })
-            .collect();
-    }
-
     /// Adds what the body says: its form fields, a `rest_route` given in
     /// the body, and the routes of a REST batch.
     pub fn add_body(&mut self, body: &super::form::FormFields) {
@@ -137,7 +120,6 @@ impl Target {
             let route = route.split('?').next().unwrap_or_default();
             self.add_path(format!("/wp-json/{}", route.trim_start_matches('/')));
         }
-        self.refresh();
     }
 
     /// The resolved path.
@@ -150,9 +132,16 @@ impl Target {
         self.paths.iter().map(String::as_str)
     }
 
-    /// Every path, each followed by `?` and the query text.
-    pub fn paths_with_query(&self) -> impl Iterator<Item = &str> {
-        self.with_query.iter().map(String::as_str)
+    /// Every path, each followed by `?` and the query text (built only
+    /// when a regex rule asks: most requests meet prefix rules only).
+    pub fn paths_with_query(&self) -> impl Iterator<Item = Cow<'_, str>> {
+        self.paths.iter().map(|p| {
+            if self.query_text.is_empty() {
+                Cow::Borrowed(p.as_str())
+            } else {
+                Cow::Owned(format!("{p}?{}", self.query_text))
+            }
+        })
     }
 
     /// Whether the request runs as one of `methods` (any, when empty).

@@ -1,9 +1,9 @@
 //! The `rempart` command: run, check, demo, cert.
 
 use clap::{Parser, Subcommand};
-use rempart::config::store::PolicyStore;
-use rempart::config::{LogFormat, Overrides};
-use rempart::server::{self, Extras};
+use rempart::app::{self, Extras};
+use rempart::policy::store::PolicyStore;
+use rempart::policy::{LogFormat, Overrides};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -87,7 +87,7 @@ const BUILTIN_DEMO_POLICY: &str = include_str!("../policies/demo.yaml");
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Check { config } => match rempart::config::load(&config, &Overrides::default()) {
+        Command::Check { config } => match rempart::policy::load(&config, &Overrides::default()) {
             Ok(snapshot) => {
                 for w in &snapshot.warnings {
                     eprintln!("{w}");
@@ -182,7 +182,7 @@ fn main() -> ExitCode {
                 },
             )
         }
-        Command::Cert { dev, dir } => match rempart::tls::write_dev_cert(&dir, &dev) {
+        Command::Cert { dev, dir } => match rempart::edge::tls::write_dev_cert(&dir, &dev) {
             Ok((cert, key)) => {
                 println!("wrote {} and {}", cert.display(), key.display());
                 println!("development only: browsers will warn; see certs/README.md for production certificates");
@@ -219,17 +219,17 @@ fn run_store(store: PolicyStore, log_format: Option<LogFormatArg>, extras: Extra
         None => store.current().server.log_format,
     };
     let snapshot = store.current();
-    let targets = rempart::logging::LogTargets {
+    let targets = rempart::observe::logging::LogTargets {
         format,
         file: snapshot.server.log_file.as_deref(),
         audit: snapshot.server.audit_log.as_deref(),
     };
-    if let Err(e) = rempart::logging::init(targets) {
+    if let Err(e) = rempart::observe::logging::init(targets) {
         eprintln!("rempart: cannot open a log file: {e}");
         return ExitCode::from(2);
     }
     drop(snapshot);
-    match server::run(store, extras) {
+    match app::run(store, extras) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rempart: {e}");

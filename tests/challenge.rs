@@ -57,7 +57,7 @@ async fn solve(c: &reqwest::Client, proxy: &Rempart, path: &str) -> String {
         "clients without JavaScript are told what to do"
     );
     let seed = seed_of(&page);
-    let nonce = rempart::challenge::solve(&seed, 12);
+    let nonce = rempart::shield::bots::challenge::solve(&seed, 12);
     let r = c
         .post(proxy.url("/.rempart/challenge"))
         .form(&[

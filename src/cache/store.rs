@@ -6,7 +6,7 @@
 //! out the pages that sell. Entries are immutable `Arc`s: a hit never copies
 //! the body, it hands out cheap `Bytes` clones.
 
-use crate::metrics;
+use crate::observe::metrics;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::cache::key::{CacheHashKey, CacheKey, CompactCacheKey};

@@ -4,9 +4,9 @@
 //! the next round.
 
 use super::UpstreamPool;
-use crate::config::store::PolicyStore;
-use crate::config::{HealthCheck, UpstreamServer};
-use crate::metrics;
+use crate::observe::metrics;
+use crate::policy::store::PolicyStore;
+use crate::policy::{HealthCheck, UpstreamServer};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;

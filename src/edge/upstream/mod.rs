@@ -8,8 +8,8 @@
 
 pub mod health;
 
-use crate::config::{Balance, UpstreamServer, UpstreamSettings};
-use crate::metrics;
+use crate::observe::metrics;
+use crate::policy::{Balance, UpstreamServer, UpstreamSettings};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};

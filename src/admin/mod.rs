@@ -16,14 +16,14 @@
 //! Mutating endpoints need `Authorization: Bearer $REMPART_ADMIN_TOKEN` when a
 //! token is set; a token is required to bind a non-loopback address.
 
-use crate::alerts::Alert;
-use crate::bans::Ban;
+use crate::app::Reloader;
 use crate::cache::{CacheRules, Purge};
-use crate::config::store::ReloadOutcome;
-use crate::metrics;
-use crate::server::Reloader;
-use crate::stats::Stats;
-use crate::upstream::UpstreamPool;
+use crate::edge::upstream::UpstreamPool;
+use crate::observe::alerts::Alert;
+use crate::observe::metrics;
+use crate::observe::stats::Stats;
+use crate::policy::store::ReloadOutcome;
+use crate::shield::bans::Ban;
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
@@ -44,7 +44,7 @@ pub struct AdminApi {
 }
 
 /// The dashboard, embedded in the binary (no external assets).
-const DASHBOARD: &str = include_str!("assets/dashboard.html");
+const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// Why a request to the admin API was refused.
 #[derive(Debug, thiserror::Error)]
@@ -245,7 +245,7 @@ impl AdminApi {
         let request: BanRequest = serde_json::from_slice(body).map_err(|e| {
             AdminError::BadRequest(format!("body must be JSON such as {{\"ip\": \"198.51.100.7\", \"duration\": \"1h\", \"reason\": \"scanner\"}}: {e}"))
         })?;
-        let net = crate::bans::parse_net(&request.ip).ok_or_else(|| {
+        let net = crate::shield::bans::parse_net(&request.ip).ok_or_else(|| {
             AdminError::BadRequest(format!(
                 "`{}` is not an IP address or network (e.g. `198.51.100.7`, `2001:db8::/64`)",
                 request.ip
@@ -254,7 +254,7 @@ impl AdminApi {
         let duration = request
             .duration
             .as_deref()
-            .map(crate::config::units::parse_duration)
+            .map(crate::policy::units::parse_duration)
             .transpose()
             .map_err(AdminError::BadRequest)?;
         if duration.is_some_and(|d| d.is_zero()) {
@@ -262,7 +262,7 @@ impl AdminApi {
                 "a ban must last longer than zero".into(),
             ));
         }
-        if duration.is_some_and(|d| d > crate::bans::MAX_BAN) {
+        if duration.is_some_and(|d| d > crate::shield::bans::MAX_BAN) {
             return Err(AdminError::BadRequest(
                 "a ban may last at most ten years (`3650d`)".into(),
             ));
@@ -384,16 +384,17 @@ impl AdminApi {
                 self.check_mutation(session)?;
                 let raw = &p["/bans/".len()..];
                 let decoded = crate::util::php::raw_url_decode(raw.as_bytes());
-                let net = crate::bans::parse_net(&String::from_utf8_lossy(&decoded)).ok_or_else(
-                    || AdminError::BadRequest(format!("`{raw}` is not an IP address or network")),
-                )?;
+                let net = crate::shield::bans::parse_net(&String::from_utf8_lossy(&decoded))
+                    .ok_or_else(|| {
+                        AdminError::BadRequest(format!("`{raw}` is not an IP address or network"))
+                    })?;
                 let lifted = self.reloader.bans.unban(net);
                 match lifted.first() {
                     Some(first) => Ok(json_response(
                         StatusCode::OK,
                         &json!({
-                            "unbanned": crate::bans::net_text(&first.net),
-                            "lifted": lifted.iter().map(|b| crate::bans::net_text(&b.net)).collect::<Vec<_>>(),
+                            "unbanned": crate::shield::bans::net_text(&first.net),
+                            "lifted": lifted.iter().map(|b| crate::shield::bans::net_text(&b.net)).collect::<Vec<_>>(),
                         }),
                     )),
                     None => Err(AdminError::NotFound),

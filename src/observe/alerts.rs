@@ -11,7 +11,7 @@
 //! optional webhook (Slack-compatible JSON) through a bounded queue, so a
 //! webhook that is down never slows the proxy.
 
-use crate::stats::{rfc3339, SlotSummary};
+use crate::observe::stats::{rfc3339, SlotSummary};
 use serde_json::json;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -366,7 +366,7 @@ pub async fn deliver(
         };
         match tokio::time::timeout(
             Duration::from_secs(5),
-            crate::webhook::post_json(&url, &alert.webhook_body()),
+            crate::observe::webhook::post_json(&url, &alert.webhook_body()),
         )
         .await
         {
@@ -381,7 +381,7 @@ pub async fn deliver(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::RouteFigures;
+    use crate::observe::stats::RouteFigures;
 
     fn slot(requests: u64, errors: u64, p95: f64) -> SlotSummary {
         SlotSummary {

@@ -6,7 +6,7 @@
 //! leaves the running snapshot in place and says why.
 
 use super::{load, Diagnostics, Overrides, Snapshot};
-use crate::metrics;
+use crate::observe::metrics;
 use arc_swap::ArcSwap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -2,17 +2,17 @@
 //! API on its own, the health checker and the reload signal, as pingora services.
 
 use crate::admin::AdminApi;
-use crate::alerts::{Alert, AlertEngine};
-use crate::bans::BanList;
 use crate::cache::PageStore;
-use crate::config::store::{PolicyStore, ReloadOutcome};
-use crate::config::Snapshot;
 use crate::demo::ShopApp;
-use crate::pipeline::{CacheStore, Proxy};
-use crate::stats::Stats;
-use crate::tls::SniResolver;
-use crate::upstream::health::HealthChecker;
-use crate::upstream::UpstreamPool;
+use crate::edge::tls::SniResolver;
+use crate::edge::upstream::health::HealthChecker;
+use crate::edge::upstream::UpstreamPool;
+use crate::edge::{CacheStore, Proxy};
+use crate::observe::alerts::{Alert, AlertEngine};
+use crate::observe::stats::Stats;
+use crate::policy::store::{PolicyStore, ReloadOutcome};
+use crate::policy::Snapshot;
+use crate::shield::bans::BanList;
 use async_trait::async_trait;
 use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora::listeners::tls::TlsSettings;
@@ -29,7 +29,7 @@ pub enum StartError {
     #[error("the admin API would listen on {0}, which is not loopback: set REMPART_ADMIN_TOKEN to protect it")]
     AdminTokenRequired(SocketAddr),
     #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] crate::edge::tls::TlsError),
     #[error("{0}")]
     Policy(String),
     #[error("{0} is already in use (another Rempart, or another server, listens there); to replace a running Rempart without downtime, start the new one with `rempart run --upgrade` and send SIGQUIT to the old one")]
@@ -89,7 +89,7 @@ struct AlertDriver {
 impl BackgroundService for AlertDriver {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         if let Some(inbox) = self.inbox.lock().ok().and_then(|mut i| i.take()) {
-            tokio::spawn(crate::alerts::deliver(self.engine.clone(), inbox));
+            tokio::spawn(crate::observe::alerts::deliver(self.engine.clone(), inbox));
         }
         let mut next = self.stats.current_index();
         loop {
@@ -100,7 +100,7 @@ impl BackgroundService for AlertDriver {
             let now = self.stats.current_index();
             if now % 20 == 0 && next < now {
                 // Housekeeping on the same clock: idle rate-limit keys go.
-                crate::ratelimit::sweep();
+                crate::shield::rate_limit::sweep();
             }
             while next < now {
                 let summary = self.stats.closed_slot(next);
@@ -223,7 +223,7 @@ pub fn run(store: PolicyStore, extras: Extras) -> Result<(), StartError> {
             tls.certs_dir.display()
         )));
     }
-    crate::metrics::init();
+    crate::observe::metrics::init();
     if let Some(waf) = &snapshot.waf {
         log_waf(waf);
     }
@@ -296,7 +296,7 @@ pub fn run(store: PolicyStore, extras: Extras) -> Result<(), StartError> {
     );
     let mut proxy = Service::new(
         "rempart proxy".to_string(),
-        crate::pipeline::connections::Guarded::new(proxy_app, store.clone()),
+        crate::edge::connections::Guarded::new(proxy_app, store.clone()),
     );
     for addr in &snapshot.server.listen {
         proxy.add_tcp(&addr.to_string());
@@ -306,7 +306,7 @@ pub fn run(store: PolicyStore, extras: Extras) -> Result<(), StartError> {
             let mut settings = match TlsSettings::intermediate("", "") {
                 Ok(s) => s,
                 Err(e) => {
-                    return Err(StartError::Tls(crate::tls::TlsError::Generate(
+                    return Err(StartError::Tls(crate::edge::tls::TlsError::Generate(
                         e.to_string(),
                     )))
                 }
@@ -375,16 +375,18 @@ pub fn run(store: PolicyStore, extras: Extras) -> Result<(), StartError> {
 /// The challenge signing key: `REMPART_CHALLENGE_SECRET` (at least 16 bytes,
 /// shared by every instance behind one load balancer), else a random key and
 /// passes that end with the process.
-fn challenge_key() -> crate::challenge::ChallengeKey {
+fn challenge_key() -> crate::shield::bots::challenge::ChallengeKey {
     match std::env::var("REMPART_CHALLENGE_SECRET") {
-        Ok(secret) if secret.len() >= 16 => crate::challenge::ChallengeKey::new(secret.as_bytes()),
+        Ok(secret) if secret.len() >= 16 => {
+            crate::shield::bots::challenge::ChallengeKey::new(secret.as_bytes())
+        }
         Ok(_) => {
             tracing::warn!(
                 "REMPART_CHALLENGE_SECRET is shorter than 16 bytes: using a random key instead"
             );
-            crate::challenge::ChallengeKey::random()
+            crate::shield::bots::challenge::ChallengeKey::random()
         }
-        Err(_) => crate::challenge::ChallengeKey::random(),
+        Err(_) => crate::shield::bots::challenge::ChallengeKey::random(),
     }
 }
 

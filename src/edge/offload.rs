@@ -31,7 +31,7 @@ pub async fn run<R: Send + 'static>(
     work: impl FnOnce() -> R + Send + 'static,
 ) -> R {
     let offload = &*OFFLOAD;
-    let key = crate::ratelimit::client_key(client);
+    let key = crate::shield::rate_limit::client_key(client);
     let mine = offload
         .clients
         .entry(key.clone())

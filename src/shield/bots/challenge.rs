@@ -76,7 +76,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The client's network and browser, as a short digest (what passes are bound to).
 pub fn binding(ip: IpAddr, user_agent: &str) -> String {
-    let prefix = match crate::ipfilter::canonical(ip) {
+    let prefix = match crate::shield::ip_filter::canonical(ip) {
         IpAddr::V4(v4) => {
             let [a, b, c, _] = v4.octets();
             format!("{a}.{b}.{c}")

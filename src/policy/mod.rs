@@ -13,16 +13,16 @@ pub mod store;
 pub mod units;
 mod waf;
 
-use crate::alerts::AlertPolicy;
-use crate::bans::BanPolicy;
-use crate::bot::BotFilter;
-use crate::bruteforce::LoginRule;
 use crate::cache::rules::{self as cache_rules, CacheRules, NamePattern, PathMatch};
-use crate::client_ip::ClientIpResolver;
+use crate::edge::client_ip::ClientIpResolver;
+use crate::edge::tls::CertTable;
 use crate::filter::FilterChain;
-use crate::ipfilter::{parse_net, IpFilter};
-use crate::ratelimit::{self, KeyPart, Limit, LimitMatch, Rate, RateLimitFilter, Scope};
-use crate::tls::CertTable;
+use crate::observe::alerts::AlertPolicy;
+use crate::shield::bans::BanPolicy;
+use crate::shield::bots::agents::BotFilter;
+use crate::shield::ip_filter::{parse_net, IpFilter};
+use crate::shield::logins::LoginRule;
+use crate::shield::rate_limit::{self, KeyPart, Limit, LimitMatch, Rate, RateLimitFilter, Scope};
 pub use diag::{Diagnostic, Diagnostics, Pos};
 use http::HeaderName;
 use ipnet::IpNet;
@@ -126,7 +126,7 @@ pub struct TlsSettings {
 /// What the pipeline needs for crawlers, bot scores and challenges.
 #[derive(Debug, Clone)]
 pub struct BotSettings {
-    pub verifier: Option<Arc<crate::crawler::Verifier>>,
+    pub verifier: Option<Arc<crate::shield::bots::crawler::Verifier>>,
     /// Fake crawlers are banned like scanners.
     pub ban_fakes: bool,
     pub score_threshold: u32,
@@ -843,7 +843,7 @@ fn compile_limits(c: &mut Checker<'_>, b: raw::RateLimitsBlock) -> Vec<Limit> {
                 Err(e) => c.error(part, e, Some("one of `ip`, `ip_prefix`, `global`, `header:NAME`, `cookie:NAME`, `query:NAME`")),
             }
         }
-        let (count, period) = match ratelimit::parse_rate(&l.rate.value) {
+        let (count, period) = match rate_limit::parse_rate(&l.rate.value) {
             Ok(r) => r,
             Err(e) => {
                 c.error(&l.rate, e, None);
@@ -869,8 +869,8 @@ fn compile_limits(c: &mut Checker<'_>, b: raw::RateLimitsBlock) -> Vec<Limit> {
             raw::LimitScope::Origin => Scope::Origin,
         };
         let action = match l.action {
-            raw::LimitAction::Block => ratelimit::Action::Block,
-            raw::LimitAction::Ban => ratelimit::Action::Ban,
+            raw::LimitAction::Block => rate_limit::Action::Block,
+            raw::LimitAction::Ban => rate_limit::Action::Ban,
         };
         out.push(Limit::new(
             &name,
@@ -1052,7 +1052,7 @@ fn compile_bots(
     let crawlers = b.crawlers.unwrap_or_default();
     let verifier = if crawlers.verify.unwrap_or(true) {
         let resolver = if crawlers.static_records.is_empty() {
-            crate::crawler::Resolver::System
+            crate::shield::bots::crawler::Resolver::System
         } else {
             let mut records = std::collections::HashMap::new();
             for (ip, name) in &crawlers.static_records {
@@ -1067,9 +1067,9 @@ fn compile_bots(
                     ),
                 }
             }
-            crate::crawler::Resolver::Static(records)
+            crate::shield::bots::crawler::Resolver::Static(records)
         };
-        Some(Arc::new(crate::crawler::Verifier::new(
+        Some(Arc::new(crate::shield::bots::crawler::Verifier::new(
             resolver,
             crawlers.timeout.map_or(Duration::from_secs(2), |d| d.0),
             crawlers
@@ -1152,7 +1152,7 @@ fn compile_bots(
     };
     let deny = match &b.deny_user_agents {
         Some(list) => words(c, list),
-        None => crate::bot::DEFAULT_DENY
+        None => crate::shield::bots::agents::DEFAULT_DENY
             .iter()
             .map(|s| s.to_string())
             .collect(),
@@ -1166,7 +1166,7 @@ fn compile_bots(
         }
     };
     let flood = b.not_found_flood.and_then(|f| {
-        let (count, period) = match ratelimit::parse_rate(&f.rate.value) {
+        let (count, period) = match rate_limit::parse_rate(&f.rate.value) {
             Ok(r) => r,
             Err(e) => {
                 c.error(
@@ -1195,7 +1195,7 @@ fn compile_bots(
                 burst,
             },
             Scope::Origin,
-            ratelimit::Action::Ban,
+            rate_limit::Action::Ban,
             100_000,
         ))
     });

@@ -11,21 +11,24 @@
 //! | `fail_to_proxy` | Rempart's own error page |
 //! | `logging` | metrics and the access log, labelled with who decided |
 
+pub mod client_ip;
 pub mod connections;
 pub mod ctx;
 pub mod headers;
 pub mod inspect;
 pub mod offload;
 pub mod reply;
+pub mod tls;
+pub mod upstream;
 
-use crate::bans::BanList;
 use crate::cache::PageStore;
-use crate::client_ip::anonymize;
-use crate::config::store::PolicyStore;
+use crate::edge::client_ip::anonymize;
+use crate::edge::upstream::{elapsed_secs, UpstreamPool};
 use crate::filter::{Reply, RequestInfo};
-use crate::metrics;
-use crate::stats::{RequestRecord, Stats};
-use crate::upstream::{elapsed_secs, UpstreamPool};
+use crate::observe::metrics;
+use crate::observe::stats::{RequestRecord, Stats};
+use crate::policy::store::PolicyStore;
+use crate::shield::bans::BanList;
 use async_trait::async_trait;
 use bytes::Bytes;
 use ctx::RequestCtx;
@@ -51,7 +54,7 @@ pub struct Proxy {
     pub stats: Arc<Stats>,
     pub bans: Arc<BanList>,
     /// Signs challenge seeds and passes (from `REMPART_CHALLENGE_SECRET`).
-    pub challenge_key: Arc<crate::challenge::ChallengeKey>,
+    pub challenge_key: Arc<crate::shield::bots::challenge::ChallengeKey>,
     /// Port of this process's first HTTPS listener, if it has one: the
     /// HTTP→HTTPS redirect points there (a reload cannot add listeners).
     pub https_port: Option<u16>,
@@ -122,7 +125,7 @@ impl Proxy {
         &self,
         req: &RequestHeader,
         ctx: &mut RequestCtx,
-        bots: &crate::config::BotSettings,
+        bots: &crate::policy::BotSettings,
     ) -> Option<(&'static str, Reply)> {
         let ua = req
             .headers
@@ -130,7 +133,7 @@ impl Proxy {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         let allowlisted = self.bans.is_allowlisted(ctx.client.ip);
-        let claimed = crate::crawler::claimed(ua).filter(|_| !allowlisted);
+        let claimed = crate::shield::bots::crawler::claimed(ua).filter(|_| !allowlisted);
         if let (Some(crawler), Some(verifier)) = (claimed, &bots.verifier) {
             match verifier.verify(ctx.client.ip, crawler).await {
                 // A verified crawler is never challenged.
@@ -168,7 +171,7 @@ impl Proxy {
         &self,
         req: &RequestHeader,
         ctx: &RequestCtx,
-        bots: &crate::config::BotSettings,
+        bots: &crate::policy::BotSettings,
     ) -> Option<Reply> {
         let challenge = bots.challenge.as_ref()?;
         if ctx.verified_crawler || self.bans.is_allowlisted(ctx.client.ip) {
@@ -192,12 +195,14 @@ impl Proxy {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         let http10 = req.version == http::Version::HTTP_10;
-        let (score, signals) = crate::bot::score(&req.headers, http10, ctx.client.tls);
+        let (score, signals) =
+            crate::shield::bots::agents::score(&req.headers, http10, ctx.client.tls);
         if score < bots.score_threshold {
             return None;
         }
-        let binding = crate::challenge::binding(ctx.client.ip, ua);
-        let pass = crate::util::cookies::value_of(&req.headers, crate::challenge::COOKIE);
+        let binding = crate::shield::bots::challenge::binding(ctx.client.ip, ua);
+        let pass =
+            crate::util::cookies::value_of(&req.headers, crate::shield::bots::challenge::COOKIE);
         let pass = pass.as_deref().map(String::from_utf8_lossy);
         if pass.is_some_and(|p| self.challenge_key.check_pass(&p, &binding).is_ok()) {
             return None;
@@ -206,9 +211,9 @@ impl Proxy {
         tracing::debug!(request_id = %ctx.request_id, score, ?signals, "challenge shown");
         let seed = self.challenge_key.seed(&binding);
         let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
-        let return_to = crate::challenge::safe_return(pq);
+        let return_to = crate::shield::bots::challenge::safe_return(pq);
         let mut reply = Reply::new(403, "challenge", "Checking your browser.");
-        reply.page = Some(crate::challenge::page(
+        reply.page = Some(crate::shield::bots::challenge::page(
             &seed,
             challenge.difficulty,
             &return_to,
@@ -232,7 +237,7 @@ impl Proxy {
             form.split('&')
                 .filter_map(|p| p.split_once('='))
                 .find(|(k, _)| *k == name)
-                .map(|(_, v)| crate::bruteforce::url_decode(v))
+                .map(|(_, v)| crate::shield::logins::url_decode(v))
                 .unwrap_or_default()
         };
         let req = session.req_header();
@@ -241,7 +246,7 @@ impl Proxy {
             .get(http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let binding = crate::challenge::binding(ctx.client.ip, ua);
+        let binding = crate::shield::bots::challenge::binding(ctx.client.ip, ua);
         let difficulty = ctx
             .snapshot
             .as_ref()
@@ -253,7 +258,7 @@ impl Proxy {
                 .challenge_key
                 .verify(&field("seed"), &field("nonce"), &binding, bits, ttl)
                 .map(|pass| (pass, ttl)),
-            _ => Err(crate::challenge::ChallengeError::Malformed),
+            _ => Err(crate::shield::bots::challenge::ChallengeError::Malformed),
         };
         match outcome {
             Ok((pass, ttl)) => {
@@ -263,7 +268,7 @@ impl Proxy {
                 let secure = if ctx.client.tls { "; Secure" } else { "" };
                 let cookie = format!(
                     "{}={pass}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
-                    crate::challenge::COOKIE,
+                    crate::shield::bots::challenge::COOKIE,
                     ttl.as_secs()
                 );
                 let mut reply = Reply::new(
@@ -274,7 +279,7 @@ impl Proxy {
                 reply.headers.push((http::header::SET_COOKIE, cookie));
                 reply.headers.push((
                     http::header::LOCATION,
-                    crate::challenge::safe_return(&field("return_to")),
+                    crate::shield::bots::challenge::safe_return(&field("return_to")),
                 ));
                 self.respond(session, ctx, "challenge", reply).await
             }
@@ -309,7 +314,10 @@ impl Proxy {
         for limit in &snapshot.request_limits {
             if limit.matches(&info) && !limit.matches(&head_info) {
                 if let Err(over) = limit.check(&info) {
-                    return Some(("rate_limit", crate::ratelimit::refusal(limit, over)));
+                    return Some((
+                        "rate_limit",
+                        crate::shield::rate_limit::refusal(limit, over),
+                    ));
                 }
             }
         }
@@ -330,7 +338,7 @@ impl Proxy {
             }
         }
         if let Some(login) = ctx.login.as_mut() {
-            login.attempt = Some(crate::bruteforce::read_attempt(
+            login.attempt = Some(crate::shield::logins::read_attempt(
                 &login.rule,
                 &ctx.target,
                 Some(&fields),
@@ -342,12 +350,17 @@ impl Proxy {
     /// Counts a judged login or payment attempt; bans past the rule's limits.
     fn judge_attempt(
         &self,
-        rule: &crate::bruteforce::LoginRule,
+        rule: &crate::shield::logins::LoginRule,
         ip: std::net::IpAddr,
-        attempt: &crate::bruteforce::Attempt,
+        attempt: &crate::shield::logins::Attempt,
         failed: bool,
     ) {
-        if crate::bruteforce::record(rule, &crate::ratelimit::client_key(ip), attempt, failed) {
+        if crate::shield::logins::record(
+            rule,
+            &crate::shield::rate_limit::client_key(ip),
+            attempt,
+            failed,
+        ) {
             let _ = self.bans.ban(ip, None, rule.ban_reason);
         }
     }
@@ -624,7 +637,7 @@ impl ProxyHttp for Proxy {
         }
         let req = session.req_header();
         let info = request_info(req, ctx);
-        match crate::ratelimit::check_all(&snapshot.origin_limits, &info) {
+        match crate::shield::rate_limit::check_all(&snapshot.origin_limits, &info) {
             None => Ok(true),
             Some(reply) => {
                 self.respond(session, ctx, "rate_limit", reply).await?;
@@ -728,7 +741,7 @@ impl ProxyHttp for Proxy {
             .bots
             .as_ref()
             .is_some_and(|b| b.challenge.is_some());
-        if challenge_on && req.uri.path() == crate::challenge::VERIFY_PATH {
+        if challenge_on && req.uri.path() == crate::shield::bots::challenge::VERIFY_PATH {
             self.answer_challenge(session, ctx).await?;
             return Ok(true);
         }
@@ -1009,14 +1022,17 @@ impl ProxyHttp for Proxy {
             // A request whose body never ended here (none, or cut) is read
             // from what is known: its query, or nothing (counted per address).
             let mut attempt = login.attempt.take().unwrap_or_else(|| {
-                let mut a = crate::bruteforce::read_attempt(&login.rule, &ctx.target, None);
+                let mut a = crate::shield::logins::read_attempt(&login.rule, &ctx.target, None);
                 a.readable = ctx.form.is_none();
                 a
             });
             if login.session.is_some() {
                 attempt.username = login.session.take();
             }
-            match crate::bruteforce::judge_status(&login.rule, upstream_response.status.as_u16()) {
+            match crate::shield::logins::judge_status(
+                &login.rule,
+                upstream_response.status.as_u16(),
+            ) {
                 Some(failed) => self.judge_attempt(&login.rule, ctx.client.ip, &attempt, failed),
                 None => {
                     // The body will tell (a 200 that says "payment failed").
@@ -1050,7 +1066,7 @@ impl ProxyHttp for Proxy {
         };
         let mut found = false;
         if let Some(chunk) = body.as_ref() {
-            if login.scanned < crate::bruteforce::MAX_BODY {
+            if login.scanned < crate::shield::logins::MAX_BODY {
                 let mut window = std::mem::take(&mut login.tail);
                 window.extend_from_slice(chunk);
                 found = window
@@ -1138,7 +1154,7 @@ impl ProxyHttp for Proxy {
         let class = metrics::status_class(status);
         let elapsed = ctx.timing.start.elapsed();
         let path = session.req_header().uri.path();
-        let route = crate::stats::route_class(path);
+        let route = crate::observe::stats::route_class(path);
         // A page served from memory was decided by the cache, not the origin.
         if ctx.decision.by == "origin" && matches!(ctx.cache.status, Some("HIT" | "STALE")) {
             ctx.decision.by = "cache";

@@ -10,7 +10,7 @@ use regex::Regex;
 
 use super::ctx::RequestCtx;
 use crate::filter::Reply;
-use crate::metrics;
+use crate::observe::metrics;
 use crate::util::multipart;
 use crate::waf::{self, Head, Transaction, Waf};
 

@@ -17,7 +17,7 @@
 //! free the attackers); the ladder and allowlist come from the policy and
 //! are updated on reload.
 
-use crate::stats::rfc3339;
+use crate::observe::stats::rfc3339;
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use ipnet::IpNet;
@@ -88,7 +88,9 @@ pub fn parse_net(text: &str) -> Option<IpNet> {
     let text = text.trim();
     let net = match text.parse::<IpNet>() {
         Ok(n) => n,
-        Err(_) => IpNet::from(crate::ipfilter::canonical(text.parse::<IpAddr>().ok()?)),
+        Err(_) => IpNet::from(crate::shield::ip_filter::canonical(
+            text.parse::<IpAddr>().ok()?,
+        )),
     };
     Some(net.trunc())
 }
@@ -127,7 +129,7 @@ impl Default for BanPolicy {
 impl BanPolicy {
     /// The network a ban of this client covers.
     pub fn net_of(&self, ip: IpAddr) -> IpNet {
-        match crate::ipfilter::canonical(ip) {
+        match crate::shield::ip_filter::canonical(ip) {
             IpAddr::V4(v4) => IpNet::from(IpAddr::V4(v4)),
             IpAddr::V6(v6) => IpNet::new(IpAddr::V6(v6), self.ipv6_prefix.min(128))
                 .map_or(IpNet::from(IpAddr::V6(v6)), |n| n.trunc()),
@@ -323,7 +325,7 @@ impl BanList {
 
     /// The ban in force on `ip` (on the address itself or a network holding it).
     pub fn check(&self, ip: IpAddr) -> Option<Ban> {
-        let ip = crate::ipfilter::canonical(ip);
+        let ip = crate::shield::ip_filter::canonical(ip);
         let now = (self.clock)();
         let mut found = None;
         self.lengths.each(ip, |len| {
@@ -351,7 +353,7 @@ impl BanList {
         reason: &str,
     ) -> Result<Ban, BanError> {
         let policy = self.policy.load();
-        if policy.allowlisted(&IpNet::from(crate::ipfilter::canonical(ip))) {
+        if policy.allowlisted(&IpNet::from(crate::shield::ip_filter::canonical(ip))) {
             return Err(BanError::Allowlisted(IpNet::from(ip)));
         }
         self.ban_net(policy.net_of(ip), duration, reason)
@@ -416,11 +418,11 @@ impl BanList {
         self.lengths.add(&net);
         self.bans.insert(net, ban.clone());
         self.changed.store(true, Ordering::Relaxed);
-        crate::metrics::BANS
+        crate::observe::metrics::BANS
             .with_label_values(&[reason_label(reason)])
             .inc();
         let shown = if policy.anonymize_logs {
-            crate::client_ip::anonymize(net.addr()).to_string()
+            crate::edge::client_ip::anonymize(net.addr()).to_string()
         } else {
             net_text(&net)
         };
@@ -472,7 +474,7 @@ impl BanList {
             let anonymize = self.policy.load().anonymize_logs;
             for ban in &lifted {
                 let shown = if anonymize {
-                    crate::client_ip::anonymize(ban.net.addr()).to_string()
+                    crate::edge::client_ip::anonymize(ban.net.addr()).to_string()
                 } else {
                     net_text(&ban.net)
                 };
@@ -484,7 +486,7 @@ impl BanList {
 
     /// Whether `ip` is on the allowlist (never banned, never challenged).
     pub fn is_allowlisted(&self, ip: IpAddr) -> bool {
-        let ip = crate::ipfilter::canonical(ip);
+        let ip = crate::shield::ip_filter::canonical(ip);
         self.policy.load().allowlist.iter().any(|n| n.contains(&ip))
     }
 

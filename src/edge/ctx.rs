@@ -1,8 +1,8 @@
 //! Per-request context, split by concern: when, who, what was decided, and
 //! where the request went.
 
-use crate::config::Snapshot;
-use crate::upstream::Selected;
+use crate::edge::upstream::Selected;
+use crate::policy::Snapshot;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -139,8 +139,8 @@ pub struct CacheFacts {
 
 impl LoginCapture {
     /// Watches a request for `rule`, with the cart session from its cookies.
-    pub fn new(rule: Arc<crate::bruteforce::LoginRule>, headers: &http::HeaderMap) -> Self {
-        let session = crate::bruteforce::session_of(&rule, headers);
+    pub fn new(rule: Arc<crate::shield::logins::LoginRule>, headers: &http::HeaderMap) -> Self {
+        let session = crate::shield::logins::session_of(&rule, headers);
         LoginCapture {
             rule,
             attempt: None,
@@ -155,13 +155,13 @@ impl LoginCapture {
 /// A login (or payment) being watched: judged from the origin's answer.
 #[derive(Debug)]
 pub struct LoginCapture {
-    pub rule: Arc<crate::bruteforce::LoginRule>,
+    pub rule: Arc<crate::shield::logins::LoginRule>,
     /// What the request says: username, calls; `None` until the body is read.
-    pub attempt: Option<crate::bruteforce::Attempt>,
+    pub attempt: Option<crate::shield::logins::Attempt>,
     /// The cart session, for rules that count per session.
     pub session: Option<String>,
     /// Set once the answer's status is in but the body must still be read.
-    pub pending: Option<crate::bruteforce::Attempt>,
+    pub pending: Option<crate::shield::logins::Attempt>,
     /// The end of the previous body chunk (a pattern may straddle chunks).
     pub tail: Vec<u8>,
     pub scanned: usize,

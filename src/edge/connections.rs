@@ -11,7 +11,7 @@
 //! The proxy tells a connection's deadline where a request starts and ends
 //! ([`head_read`], [`request_done`]) through the stream it reads from.
 
-use crate::config::store::PolicyStore;
+use crate::policy::store::PolicyStore;
 use async_trait::async_trait;
 use dashmap::DashMap;
 use pingora::apps::ServerApp;
@@ -81,13 +81,13 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
             .get_socket_digest()
             .and_then(|d| d.peer_addr().cloned())
             .and_then(|a| match a {
-                L4Addr::Inet(i) => Some(crate::ipfilter::canonical(i.ip())),
+                L4Addr::Inet(i) => Some(crate::shield::ip_filter::canonical(i.ip())),
                 _ => None,
             });
         let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
         let mut _slot = None;
         if let Some(ip) = peer.filter(|ip| !snapshot.client_ip.is_trusted(*ip)) {
-            let key = crate::ratelimit::client_key(ip);
+            let key = crate::shield::rate_limit::client_key(ip);
             let cap = u32::try_from(snapshot.limits.max_connections_per_ip).unwrap_or(u32::MAX);
             let admitted = {
                 let mut n = self.open.entry(key.clone()).or_insert(0);
@@ -99,7 +99,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
                 }
             };
             if !admitted {
-                crate::metrics::CONNECTIONS_REFUSED
+                crate::observe::metrics::CONNECTIONS_REFUSED
                     .with_label_values(&["per_address_cap"])
                     .inc();
                 tracing::debug!(client = %key, cap, "connection refused: too many open from this client");
@@ -229,7 +229,7 @@ impl HeadDeadline {
     /// The head took too long: a best-effort 408, then an error that ends
     /// the connection.
     fn timed_out(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        crate::metrics::CONNECTIONS_REFUSED
+        crate::observe::metrics::CONNECTIONS_REFUSED
             .with_label_values(&["header_timeout"])
             .inc();
         let _ = Pin::new(&mut self.inner).poll_write(cx, TIMED_OUT);

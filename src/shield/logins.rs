@@ -207,7 +207,7 @@ pub fn record(rule: &LoginRule, client: &str, attempt: &Attempt, failed: bool) -
     if not_a_login || !failed {
         return false;
     }
-    crate::metrics::LOGIN_FAILURES
+    crate::observe::metrics::LOGIN_FAILURES
         .with_label_values(&[&rule.name])
         .inc_by(attempt.calls);
     let per_ip = bump(

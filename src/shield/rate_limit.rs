@@ -255,7 +255,7 @@ impl Limit {
                 {
                     tracing::warn!(limit = %self.name, max_keys = limiter.max_keys, "rate limit table full: newcomers share one bucket");
                 }
-                crate::metrics::RATE_LIMIT_OVERFLOW
+                crate::observe::metrics::RATE_LIMIT_OVERFLOW
                     .with_label_values(&[&self.name])
                     .inc();
                 key = OVERFLOW_KEY.to_string();
@@ -305,7 +305,7 @@ pub fn sweep() {
 }
 
 fn ip_prefix(ip: IpAddr) -> String {
-    match crate::ipfilter::canonical(ip) {
+    match crate::shield::ip_filter::canonical(ip) {
         IpAddr::V4(v4) => {
             let [a, b, c, _] = v4.octets();
             format!("{a}.{b}.{c}.0/24")
@@ -319,7 +319,7 @@ fn ip_prefix(ip: IpAddr) -> String {
 
 /// The subscriber: an IPv4 address, or an IPv6 /64.
 pub fn client_key(ip: IpAddr) -> String {
-    match crate::ipfilter::canonical(ip) {
+    match crate::shield::ip_filter::canonical(ip) {
         IpAddr::V4(v4) => v4.to_string(),
         v6 => ip_prefix(v6),
     }
@@ -358,7 +358,7 @@ pub fn check_all(limits: &[Arc<Limit>], req: &RequestInfo<'_>) -> Option<Reply> 
 /// The 429 for a limit that refused, with a ban when the limit bans and the
 /// client's own bucket (not the shared overflow one) was exceeded.
 pub fn refusal(limit: &Limit, over: Over) -> Reply {
-    crate::metrics::RATE_LIMITED
+    crate::observe::metrics::RATE_LIMITED
         .with_label_values(&[&limit.name])
         .inc();
     let mut reply = too_many(&limit.name, over.wait);

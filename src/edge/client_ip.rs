@@ -2,7 +2,7 @@
 //! the TCP peer is that proxy; the client is then read from a header that only
 //! trusted proxies may set (X-Forwarded-For, CF-Connecting-IP, X-Real-IP...).
 
-use crate::ipfilter::canonical;
+use crate::shield::ip_filter::canonical;
 use http::{HeaderMap, HeaderName};
 use ipnet::IpNet;
 use std::net::IpAddr;

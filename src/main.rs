@@ -2,8 +2,9 @@
 
 use clap::{Parser, Subcommand};
 use rempart::app::{self, Extras};
+use rempart::policy::server::LogFormat;
 use rempart::policy::store::PolicyStore;
-use rempart::policy::{LogFormat, Overrides};
+use rempart::policy::Overrides;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -87,7 +88,7 @@ const BUILTIN_DEMO_POLICY: &str = include_str!("../policies/demo.yaml");
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Check { config } => match rempart::policy::load(&config, &Overrides::default()) {
+        Command::Check { config } => match app::check(&config) {
             Ok(snapshot) => {
                 for w in &snapshot.warnings {
                     eprintln!("{w}");
@@ -150,16 +151,15 @@ fn main() -> ExitCode {
                 admin_listen,
                 upstreams: vec![origin_listen.clone()],
             };
-            let store = match PolicyStore::open(config.clone(), overrides.clone()) {
+            let store = match app::open(config.clone(), overrides.clone()) {
                 Ok(s) => s,
                 Err(diags) => {
                     eprint!("{diags}");
                     return ExitCode::FAILURE;
                 }
             };
-            let snap = store.current();
-            let shop = snap
-                .server
+            let server = app::server_settings(&store);
+            let shop = server
                 .listen
                 .first()
                 .map(|a| a.to_string())
@@ -168,11 +168,10 @@ fn main() -> ExitCode {
             println!("  shop (through Rempart): http://{shop}/");
             println!(
                 "  admin API:              http://{}/metrics  /health  /ready",
-                snap.server.admin_listen
+                server.admin_listen
             );
             println!("  sample shop origin:     http://{origin_listen}/ (direct, for comparison)");
             println!("  try: curl -i http://{shop}/product/beanie/   |   Ctrl-C to stop");
-            drop(snap);
             run_store(
                 store,
                 None,
@@ -202,7 +201,7 @@ fn start(
     log_format: Option<LogFormatArg>,
     extras: Extras,
 ) -> ExitCode {
-    match PolicyStore::open(config, overrides) {
+    match app::open(config, overrides) {
         Ok(store) => run_store(store, log_format, extras),
         Err(diags) => {
             eprint!("{diags}");
@@ -216,19 +215,18 @@ fn run_store(store: PolicyStore, log_format: Option<LogFormatArg>, extras: Extra
     let format = match log_format {
         Some(LogFormatArg::Json) => LogFormat::Json,
         Some(LogFormatArg::Text) => LogFormat::Text,
-        None => store.current().server.log_format,
+        None => app::server_settings(&store).log_format,
     };
-    let snapshot = store.current();
+    let server = app::server_settings(&store);
     let targets = rempart::observe::logging::LogTargets {
         format,
-        file: snapshot.server.log_file.as_deref(),
-        audit: snapshot.server.audit_log.as_deref(),
+        file: server.log_file.as_deref(),
+        audit: server.audit_log.as_deref(),
     };
     if let Err(e) = rempart::observe::logging::init(targets) {
         eprintln!("rempart: cannot open a log file: {e}");
         return ExitCode::from(2);
     }
-    drop(snapshot);
     match app::run(store, extras) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

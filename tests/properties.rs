@@ -194,7 +194,7 @@ proptest! {
         let file = dir.path().join("policy.yaml");
         std::fs::write(&file, &text).unwrap();
         let started = std::time::Instant::now();
-        let result = rempart::policy::load(&file, &rempart::policy::Overrides::default());
+        let result = rempart::app::check(&file);
         prop_assert!(started.elapsed() < std::time::Duration::from_secs(20));
         if let Err(diags) = result {
             prop_assert!(!diags.to_string().is_empty(), "every refusal says why");

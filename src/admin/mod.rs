@@ -16,14 +16,15 @@
 //! Mutating endpoints need `Authorization: Bearer $REMPART_ADMIN_TOKEN` when a
 //! token is set; a token is required to bind a non-loopback address.
 
-use crate::app::Reloader;
-use crate::cache::{CacheRules, Purge};
-use crate::edge::upstream::UpstreamPool;
-use crate::observe::alerts::Alert;
+use crate::cache::{CacheRules, CacheSection, PageStore, Purge};
+use crate::edge::upstream::{UpstreamPool, UpstreamSection};
+use crate::observe::alerts::{Alert, AlertEngine};
 use crate::observe::metrics;
 use crate::observe::stats::Stats;
-use crate::policy::store::ReloadOutcome;
-use crate::shield::bans::Ban;
+use crate::policy::server::ServerSection;
+use crate::policy::store::{PolicyStore, ReloadOutcome};
+use crate::shield::bans::{Ban, BanList};
+use crate::util::net::{net_text, parse_net};
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
@@ -32,13 +33,24 @@ use pingora::protocols::http::ServerSession;
 use serde_json::json;
 use std::sync::Arc;
 
+/// Re-reads the policy (the assembly knows what a reload also updates:
+/// certificates, the ban ladder, alert settings...).
+pub trait Reload: Send + Sync {
+    fn reload(&self) -> ReloadOutcome;
+}
+
 /// The admin application.
 pub struct AdminApi {
-    pub reloader: Arc<Reloader>,
+    pub reloader: Arc<dyn Reload>,
+    pub policy: Arc<PolicyStore>,
     pub pool: Arc<UpstreamPool>,
     /// Bearer token guarding mutating endpoints, when set.
     pub token: Option<String>,
     pub stats: Arc<Stats>,
+    pub alerts: Arc<AlertEngine>,
+    pub bans: Arc<BanList>,
+    /// The page store, when the cache was on at start-up (purges, sizes).
+    pub cache: Option<&'static PageStore>,
     /// The admin listener's own address (fixed at start).
     pub listen: std::net::SocketAddr,
 }
@@ -105,13 +117,10 @@ impl AdminApi {
             .is_ok();
         let named = (bare == "localhost" && self.listen.ip().is_loopback())
             || self
-                .reloader
-                .store
+                .policy
                 .current()
-                .server
-                .admin_hosts
-                .iter()
-                .any(|h| h == bare);
+                .get::<ServerSection>()
+                .is_some_and(|s| s.admin_hosts.iter().any(|h| h == bare));
         if port_ok && (literal || named) {
             Ok(())
         } else {
@@ -175,8 +184,13 @@ impl AdminApi {
     }
 
     fn ready(&self) -> (StatusCode, serde_json::Value) {
-        let snapshot = self.reloader.store.current();
-        let settings = &snapshot.upstream;
+        let snapshot = self.policy.current();
+        let Some(settings) = snapshot.get::<UpstreamSection>() else {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "ready": false, "upstreams": [] }),
+            );
+        };
         let servers: Vec<_> = settings
             .servers
             .iter()
@@ -221,14 +235,13 @@ impl AdminApi {
         let (_, ready) = self.ready();
         doc["upstreams"] = ready["upstreams"].clone();
         doc["alerts"] = self
-            .reloader
             .alerts
             .recent()
             .iter()
             .take(50)
             .map(Alert::to_json)
             .collect();
-        doc["bans"] = self.reloader.bans.list().iter().map(Ban::to_json).collect();
+        doc["bans"] = self.bans.list().iter().map(Ban::to_json).collect();
         doc
     }
 
@@ -245,7 +258,7 @@ impl AdminApi {
         let request: BanRequest = serde_json::from_slice(body).map_err(|e| {
             AdminError::BadRequest(format!("body must be JSON such as {{\"ip\": \"198.51.100.7\", \"duration\": \"1h\", \"reason\": \"scanner\"}}: {e}"))
         })?;
-        let net = crate::shield::bans::parse_net(&request.ip).ok_or_else(|| {
+        let net = parse_net(&request.ip).map_err(|_| {
             AdminError::BadRequest(format!(
                 "`{}` is not an IP address or network (e.g. `198.51.100.7`, `2001:db8::/64`)",
                 request.ip
@@ -274,7 +287,6 @@ impl AdminApi {
             ));
         }
         let ban = self
-            .reloader
             .bans
             .ban_net(net, duration, &reason)
             .map_err(|e| AdminError::BadRequest(e.to_string()))?;
@@ -283,11 +295,10 @@ impl AdminApi {
 
     /// `POST /cache/purge` with one of `url`, `prefix`, `tag` or `all`.
     fn purge(&self, body: &[u8]) -> Result<Response<Vec<u8>>, AdminError> {
-        let store = self.reloader.cache.ok_or(AdminError::CacheOff)?;
-        let snapshot = self.reloader.store.current();
+        let store = self.cache.ok_or(AdminError::CacheOff)?;
+        let snapshot = self.policy.current();
         let rules = snapshot
-            .cache
-            .as_ref()
+            .get::<CacheSection>()
             .map(|c| c.rules.clone())
             .ok_or(AdminError::CacheOff)?;
         let request: PurgeRequest = serde_json::from_slice(body).map_err(|e| {
@@ -327,7 +338,7 @@ impl AdminApi {
                 Ok(json_response(status, &body))
             }
             "/metrics" if get(method) => {
-                if let Some(store) = self.reloader.cache {
+                if let Some(store) = self.cache {
                     let (entries, bytes) = store.usage();
                     metrics::CACHE_ENTRIES.set(i64::try_from(entries).unwrap_or(i64::MAX));
                     metrics::CACHE_BYTES.set(i64::try_from(bytes).unwrap_or(i64::MAX));
@@ -363,17 +374,11 @@ impl AdminApi {
             }
             "/stats" if get(method) => Ok(json_response(StatusCode::OK, &self.stats_document())),
             "/alerts" if get(method) => {
-                let alerts: Vec<_> = self
-                    .reloader
-                    .alerts
-                    .recent()
-                    .iter()
-                    .map(Alert::to_json)
-                    .collect();
+                let alerts: Vec<_> = self.alerts.recent().iter().map(Alert::to_json).collect();
                 Ok(json_response(StatusCode::OK, &json!({ "alerts": alerts })))
             }
             "/bans" if get(method) => {
-                let bans: Vec<_> = self.reloader.bans.list().iter().map(Ban::to_json).collect();
+                let bans: Vec<_> = self.bans.list().iter().map(Ban::to_json).collect();
                 Ok(json_response(StatusCode::OK, &json!({ "bans": bans })))
             }
             "/bans" if method == Method::POST => {
@@ -384,17 +389,16 @@ impl AdminApi {
                 self.check_mutation(session)?;
                 let raw = &p["/bans/".len()..];
                 let decoded = crate::util::php::raw_url_decode(raw.as_bytes());
-                let net = crate::shield::bans::parse_net(&String::from_utf8_lossy(&decoded))
-                    .ok_or_else(|| {
-                        AdminError::BadRequest(format!("`{raw}` is not an IP address or network"))
-                    })?;
-                let lifted = self.reloader.bans.unban(net);
+                let net = parse_net(&String::from_utf8_lossy(&decoded)).map_err(|_| {
+                    AdminError::BadRequest(format!("`{raw}` is not an IP address or network"))
+                })?;
+                let lifted = self.bans.unban(net);
                 match lifted.first() {
                     Some(first) => Ok(json_response(
                         StatusCode::OK,
                         &json!({
-                            "unbanned": crate::shield::bans::net_text(&first.net),
-                            "lifted": lifted.iter().map(|b| crate::shield::bans::net_text(&b.net)).collect::<Vec<_>>(),
+                            "unbanned": net_text(&first.net),
+                            "lifted": lifted.iter().map(|b| net_text(&b.net)).collect::<Vec<_>>(),
                         }),
                     )),
                     None => Err(AdminError::NotFound),

@@ -2,10 +2,49 @@
 //! the TCP peer is that proxy; the client is then read from a header that only
 //! trusted proxies may set (X-Forwarded-For, CF-Connecting-IP, X-Real-IP...).
 
-use crate::shield::ip_filter::canonical;
+use crate::policy::{Compiler, Section};
+use crate::util::net::canonical;
 use http::{HeaderMap, HeaderName};
 use ipnet::IpNet;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
 use std::net::IpAddr;
+
+/// The `client_ip` block.
+pub struct ClientIpSection;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientIpBlock {
+    pub trusted_proxies: Vec<Spanned<String>>,
+    pub header: Option<Spanned<String>>,
+}
+
+impl Section for ClientIpSection {
+    const KEY: &'static str = "client_ip";
+    type Raw = ClientIpBlock;
+    type Compiled = ClientIpResolver;
+
+    fn compile(raw: Option<ClientIpBlock>, c: &mut Compiler<'_>) -> Option<ClientIpResolver> {
+        let ci = raw.unwrap_or_default();
+        let trusted = c.nets(&ci.trusted_proxies);
+        let header = match &ci.header {
+            Some(h) => match HeaderName::try_from(h.value.to_ascii_lowercase()) {
+                Ok(name) => name,
+                Err(_) => {
+                    c.error(
+                        h,
+                        format!("`{}` is not a valid header name", h.value),
+                        Some("e.g. `x-forwarded-for`, `cf-connecting-ip`, `x-real-ip`"),
+                    );
+                    HeaderName::from_static("x-forwarded-for")
+                }
+            },
+            None => HeaderName::from_static("x-forwarded-for"),
+        };
+        Some(ClientIpResolver { trusted, header })
+    }
+}
 
 /// Which peers are trusted to say who the client is, and in which header.
 #[derive(Debug, Clone)]
@@ -52,22 +91,6 @@ impl ClientIpResolver {
     }
 }
 
-/// The address as logs may show it when the policy asks for anonymised IPs:
-/// IPv4 cut to its /24, IPv6 to its /48 (the GDPR-friendly choice: it still
-/// tells networks apart, not people).
-pub fn anonymize(ip: IpAddr) -> IpAddr {
-    match canonical(ip) {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            IpAddr::from([a, b, c, 0])
-        }
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::from([s[0], s[1], s[2], 0, 0, 0, 0, 0])
-        }
-    }
-}
-
 /// Reads one hop: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1` or `[2001:db8::1]:443`.
 fn parse_hop(hop: &str) -> Option<IpAddr> {
     let hop = hop.trim();
@@ -95,22 +118,6 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", xff.parse().unwrap());
         h
-    }
-
-    #[test]
-    fn anonymised_addresses() {
-        assert_eq!(
-            anonymize("203.0.113.77".parse().unwrap()).to_string(),
-            "203.0.113.0"
-        );
-        assert_eq!(
-            anonymize("2001:db8:abcd:12::1".parse().unwrap()).to_string(),
-            "2001:db8:abcd::"
-        );
-        assert_eq!(
-            anonymize("::ffff:198.51.100.9".parse().unwrap()).to_string(),
-            "198.51.100.0"
-        );
     }
 
     #[test]

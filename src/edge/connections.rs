@@ -11,6 +11,8 @@
 //! The proxy tells a connection's deadline where a request starts and ends
 //! ([`head_read`], [`request_done`]) through the stream it reads from.
 
+use super::client_ip::ClientIpSection;
+use super::hygiene::LimitsSection;
 use crate::policy::store::PolicyStore;
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -22,6 +24,7 @@ use pingora::protocols::{
 };
 use pingora::server::ShutdownWatch;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -77,18 +80,24 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let snapshot = self.policy.current();
+        let limits = snapshot.get::<LimitsSection>().copied().unwrap_or_default();
+        let trusted = |ip: &IpAddr| {
+            snapshot
+                .get::<ClientIpSection>()
+                .is_some_and(|c| c.is_trusted(*ip))
+        };
         let peer = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().cloned())
             .and_then(|a| match a {
-                L4Addr::Inet(i) => Some(crate::shield::ip_filter::canonical(i.ip())),
+                L4Addr::Inet(i) => Some(crate::util::net::canonical(i.ip())),
                 _ => None,
             });
         let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
         let mut _slot = None;
-        if let Some(ip) = peer.filter(|ip| !snapshot.client_ip.is_trusted(*ip)) {
-            let key = crate::shield::rate_limit::client_key(ip);
-            let cap = u32::try_from(snapshot.limits.max_connections_per_ip).unwrap_or(u32::MAX);
+        if let Some(ip) = peer.filter(|ip| !trusted(ip)) {
+            let key = crate::util::net::subscriber_key(ip);
+            let cap = u32::try_from(limits.max_connections_per_ip).unwrap_or(u32::MAX);
             let admitted = {
                 let mut n = self.open.entry(key.clone()).or_insert(0);
                 if *n < cap {
@@ -119,7 +128,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         let stream: Stream = if h2 {
             stream
         } else {
-            Box::new(HeadDeadline::new(stream, snapshot.limits.header_timeout))
+            Box::new(HeadDeadline::new(stream, limits.header_timeout))
         };
         drop(snapshot);
         ServerApp::process_new(&self.inner, stream, shutdown).await

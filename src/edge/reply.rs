@@ -30,7 +30,7 @@ pub fn render(
         page.clone()
     } else if json {
         serde_json::json!({
-            "error": reply.reason,
+            "error": reply.reason.as_str(),
             "message": reply.message,
             "status": reply.status,
             "request_id": request_id,
@@ -49,7 +49,7 @@ pub fn render(
     head.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     head.insert_header(http::header::CACHE_CONTROL, "no-store")?;
     head.insert_header("x-request-id", request_id)?;
-    head.insert_header("x-rempart-reason", reply.reason)?;
+    head.insert_header("x-rempart-reason", reply.reason.as_str())?;
     for (name, value) in &reply.headers {
         head.insert_header(name.clone(), value.as_str())?;
     }
@@ -105,10 +105,11 @@ fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::filter::Reason;
 
     #[test]
     fn html_page_has_the_request_id_and_no_markup_injection() {
-        let reply = Reply::new(403, "ip_denied", "No <b>way</b>");
+        let reply = Reply::new(403, Reason::IpDenied, "No <b>way</b>");
         let (head, body) = render(&reply, "rid-1", false).unwrap();
         assert_eq!(head.status.as_u16(), 403);
         let body = String::from_utf8(body.to_vec()).unwrap();
@@ -124,7 +125,12 @@ mod tests {
         assert!(wants_json(&h));
         h.insert("accept", "text/html,application/json".parse().unwrap());
         assert!(!wants_json(&h));
-        let (_, body) = render(&Reply::new(429, "limited", "slow down"), "r", true).unwrap();
+        let (_, body) = render(
+            &Reply::new(429, Reason::RateLimited, "slow down"),
+            "r",
+            true,
+        )
+        .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["request_id"], "r");
     }

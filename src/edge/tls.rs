@@ -7,14 +7,123 @@
 //! included); the first certificate, by file name, serves clients that send
 //! no or an unknown server name. The table is swapped on reload.
 
+use crate::policy::server::{overlaps, ServerSection};
+use crate::policy::units::Dur;
+use crate::policy::{Compiler, Diagnostic, Section};
 use arc_swap::ArcSwap;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// The `tls` block.
+pub struct TlsSection;
+
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub listen: Vec<SocketAddr>,
+    pub certs_dir: PathBuf,
+    /// The certificates of `certs_dir`, loaded with the policy so that `check`
+    /// and reloads refuse a folder that would not serve.
+    pub certs: Option<Arc<CertTable>>,
+    pub redirect_http: bool,
+    pub http2: bool,
+    /// The ready-made `strict-transport-security` value, when HSTS is on.
+    pub hsts: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsBlock {
+    pub listen: Vec<Spanned<String>>,
+    pub certs_dir: Option<Spanned<String>>,
+    pub redirect_http: bool,
+    pub http2: Option<bool>,
+    pub hsts: Option<HstsBlock>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HstsBlock {
+    pub max_age: Dur,
+    #[serde(default)]
+    pub include_subdomains: bool,
+    #[serde(default)]
+    pub preload: bool,
+}
+
+impl Section for TlsSection {
+    const KEY: &'static str = "tls";
+    type Raw = TlsBlock;
+    type Compiled = TlsSettings;
+
+    fn compile(raw: Option<TlsBlock>, c: &mut Compiler<'_>) -> Option<TlsSettings> {
+        let t = raw?;
+        let base = c.base();
+        let listen: Vec<SocketAddr> = t.listen.iter().filter_map(|s| c.listen_addr(s)).collect();
+        let certs_dir = t
+            .certs_dir
+            .as_ref()
+            .map_or_else(|| base.join("../certs"), |s| base.join(&s.value));
+        let certs = if listen.is_empty() {
+            None
+        } else {
+            match CertTable::load(&certs_dir) {
+                Ok(table) => Some(Arc::new(table)),
+                Err(e) => {
+                    let at = t.certs_dir.as_ref().map(|s| c.pos(s)).unwrap_or_default();
+                    let d = Diagnostic::new(&c.file, at, format!("warning: the HTTPS listeners cannot start: {e}"))
+                        .with_hint("`certs_dir` is relative to the policy file; `rempart cert --dev DOMAIN --dir FOLDER` creates a development certificate");
+                    c.warning(d);
+                    None
+                }
+            }
+        };
+        let hsts = t.hsts.map(|h| {
+            let mut v = format!("max-age={}", h.max_age.0.as_secs());
+            if h.include_subdomains {
+                v.push_str("; includeSubDomains");
+            }
+            if h.preload {
+                v.push_str("; preload");
+            }
+            v
+        });
+        if t.redirect_http && listen.is_empty() {
+            c.at(
+                t.certs_dir.as_ref(),
+                "`tls.redirect_http` is on but `tls.listen` is empty",
+                Some("add an HTTPS listener, or the redirect would send clients nowhere"),
+            );
+        }
+        if let Some(server) = c.get::<ServerSection>().cloned() {
+            for a in &listen {
+                if server.listen.iter().any(|l| overlaps(l, a)) || overlaps(a, &server.admin_listen)
+                {
+                    c.at::<()>(
+                        None,
+                        format!("address {a} is used by two listeners"),
+                        Some("give HTTP, HTTPS and admin listeners a port each"),
+                    );
+                }
+            }
+        }
+        Some(TlsSettings {
+            listen,
+            certs_dir,
+            certs,
+            redirect_http: t.redirect_http,
+            http2: t.http2.unwrap_or(true),
+            hsts,
+        })
+    }
+}
 
 /// Problems loading certificates.
 #[derive(Debug, thiserror::Error)]

@@ -11,8 +11,13 @@
 //! optional webhook (Slack-compatible JSON) through a bounded queue, so a
 //! webhook that is down never slows the proxy.
 
-use crate::observe::stats::{rfc3339, SlotSummary};
+use crate::observe::stats::SlotSummary;
+use crate::policy::units::Dur;
+use crate::policy::{Compiler, Section};
+use crate::util::time::rfc3339;
+use serde::Deserialize;
 use serde_json::json;
+use serde_saphyr::Spanned;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -58,6 +63,93 @@ impl Default for AlertPolicy {
             spike_min_rpm: 300.0,
             flap_changes: 4,
         }
+    }
+}
+
+/// The `alerts` block.
+pub struct AlertsSection;
+
+impl Section for AlertsSection {
+    const KEY: &'static str = "alerts";
+    type Raw = AlertsBlock;
+    type Compiled = AlertPolicy;
+
+    fn compile(raw: Option<AlertsBlock>, c: &mut Compiler<'_>) -> Option<AlertPolicy> {
+        Some(match raw {
+            Some(b) => compile_alerts(c, b),
+            None => AlertPolicy::default(),
+        })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsBlock {
+    pub enabled: Option<bool>,
+    pub webhook: Option<Spanned<String>>,
+    pub cooldown: Option<Dur>,
+    pub max_per_hour: Option<usize>,
+    pub warmup_slots: Option<u64>,
+    pub min_requests: Option<u64>,
+    pub latency_factor: Option<Spanned<f64>>,
+    pub latency_floor: Option<Dur>,
+    pub error_rate: Option<Spanned<f64>>,
+    pub spike_factor: Option<Spanned<f64>>,
+    pub spike_min_rpm: Option<f64>,
+    pub flap_changes: Option<u64>,
+}
+
+/// The `alerts` block.
+fn compile_alerts(c: &mut Compiler<'_>, b: AlertsBlock) -> AlertPolicy {
+    let d = AlertPolicy::default();
+    let positive =
+        |c: &mut Compiler<'_>, v: &Option<Spanned<f64>>, name: &str, default: f64| match v {
+            Some(s) if !(s.value > 0.0 && s.value.is_finite()) => {
+                c.error(
+                    s,
+                    format!("`alerts.{name}` must be a positive number"),
+                    None,
+                );
+                default
+            }
+            Some(s) => s.value,
+            None => default,
+        };
+    let webhook = b.webhook.as_ref().and_then(|w| {
+        if w.value.starts_with("http://") || w.value.starts_with("https://") {
+            Some(w.value.clone())
+        } else {
+            c.error(
+                w,
+                format!("`{}` is not an http(s) URL", w.value),
+                Some("e.g. `https://hooks.slack.com/services/...`"),
+            );
+            None
+        }
+    });
+    let error_rate = positive(c, &b.error_rate, "error_rate", d.error_rate);
+    if error_rate > 1.0 {
+        c.at(
+            b.error_rate.as_ref(),
+            "`alerts.error_rate` is a share between 0 and 1",
+            Some("0.05 means 5 %"),
+        );
+    }
+    AlertPolicy {
+        enabled: b.enabled.unwrap_or(true),
+        webhook,
+        cooldown: b.cooldown.map_or(d.cooldown, |x| x.0),
+        max_per_hour: b.max_per_hour.unwrap_or(d.max_per_hour),
+        warmup_slots: b.warmup_slots.unwrap_or(d.warmup_slots),
+        min_requests: b.min_requests.unwrap_or(d.min_requests),
+        latency_factor: positive(c, &b.latency_factor, "latency_factor", d.latency_factor),
+        latency_floor_ms: b
+            .latency_floor
+            .map_or(d.latency_floor_ms, |x| x.0.as_secs_f64() * 1000.0),
+        error_rate,
+        spike_factor: positive(c, &b.spike_factor, "spike_factor", d.spike_factor),
+        spike_min_rpm: b.spike_min_rpm.unwrap_or(d.spike_min_rpm),
+        flap_changes: b.flap_changes.unwrap_or(d.flap_changes).max(2),
     }
 }
 

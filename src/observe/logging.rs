@@ -5,7 +5,7 @@
 //! an audit file of their own; alerts have the target `rempart::alert`.
 //! `RUST_LOG` refines levels (default `info`).
 
-use crate::policy::LogFormat;
+use crate::policy::server::LogFormat;
 use std::fs::OpenOptions;
 use std::path::Path;
 use std::sync::Mutex;

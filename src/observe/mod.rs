@@ -1,6 +1,7 @@
 //! What the operator sees: metrics, live statistics, alerts and their
 //! webhook, and the logs.
 
+pub mod access;
 pub mod alerts;
 pub mod logging;
 pub mod metrics;

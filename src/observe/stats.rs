@@ -7,7 +7,11 @@
 //! counter bumps under one short lock. Each closed slot is also handed to the
 //! alert engine, per route class.
 
+use crate::policy::units::NonZeroDur;
+use crate::policy::{Compiler, Section};
+use crate::util::time::rfc3339;
 use hdrhistogram::Histogram;
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -27,6 +31,28 @@ const MAX_PATH_LEN: usize = 200;
 const SLOTS_WITH_PATHS: usize = 3;
 /// How much history is kept.
 const HISTORY: Duration = Duration::from_secs(3600);
+
+/// The `stats` block: the length of a statistics slot (fixed at start-up).
+pub struct StatsSection;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatsBlock {
+    pub slot: Option<NonZeroDur>,
+}
+
+impl Section for StatsSection {
+    const KEY: &'static str = "stats";
+    type Raw = StatsBlock;
+    type Compiled = Duration;
+
+    fn compile(raw: Option<StatsBlock>, _c: &mut Compiler<'_>) -> Option<Duration> {
+        Some(
+            raw.and_then(|b| b.slot)
+                .map_or(Duration::from_secs(10), |d| d.0),
+        )
+    }
+}
 
 /// Requests are grouped by the kind of page they ask for, for baselines and alerts.
 pub fn route_class(path: &str) -> &'static str {
@@ -460,27 +486,6 @@ fn point_json(s: &Slot, t: u64, slot_secs: f64) -> Value {
     })
 }
 
-/// `2026-11-29T14:00:00Z` (UTC, seconds).
-pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -572,12 +577,5 @@ mod tests {
         assert_eq!(route_class("/order-history"), "page");
         assert_eq!(route_class("/order/"), "checkout");
         assert_eq!(route_class("/product/hoodie/"), "page");
-    }
-
-    #[test]
-    fn dates() {
-        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_424_800);
-        assert_eq!(rfc3339(t), "2025-11-29T14:00:00Z");
     }
 }

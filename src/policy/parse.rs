@@ -6,28 +6,44 @@
 //! blank lines that preceded it, so reported lines and columns stay exact.
 
 use super::diag::{unknown_key_hint, Diagnostic, Diagnostics, Pos};
-use super::raw::{Block, RawPolicy, SECTIONS};
-use serde::de::{DeserializeOwned, IgnoredAny};
-use serde_saphyr::{Location, MessageFormatter};
+use super::section::{Block, Sections};
+use serde::de::IgnoredAny;
+use serde_saphyr::{Location, MessageFormatter, Spanned};
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+/// The policy's files as read: each section's blocks, by key, in include
+/// order. Each block is deserialized on its own, so a mistake in one does
+/// not hide those in others.
+#[derive(Default)]
+pub(crate) struct RawPolicy {
+    include: Vec<Spanned<String>>,
+    pub(crate) blocks: BTreeMap<&'static str, Vec<Block<Box<dyn Any + Send>>>>,
+    /// Blocks written in any file, even those that failed to parse, so that
+    /// a broken block is not also reported as missing.
+    pub(crate) seen: Vec<String>,
+    /// A file could not be read or parsed at all.
+    pub(crate) unreadable: bool,
+}
 
 /// How deep `include:` may nest before it is called a loop.
 const MAX_INCLUDE_DEPTH: usize = 8;
 
 /// Reads `path` and everything it includes. Problems go to `diags`; the
 /// returned policy holds whatever could be read.
-pub fn parse_policy(path: &Path, diags: &mut Diagnostics) -> RawPolicy {
+pub(crate) fn parse_policy(path: &Path, sections: &Sections, diags: &mut Diagnostics) -> RawPolicy {
     let mut chain = Vec::new();
-    parse_with_includes(path, diags, &mut chain)
+    parse_with_includes(path, sections, diags, &mut chain)
 }
 
 fn parse_with_includes(
     path: &Path,
+    sections: &Sections,
     diags: &mut Diagnostics,
     chain: &mut Vec<PathBuf>,
 ) -> RawPolicy {
-    let mut policy = parse_file(path, diags);
+    let mut policy = parse_file(path, sections, diags);
     chain.push(path.canonicalize().unwrap_or_else(|_| path.to_path_buf()));
     let base = path.parent().unwrap_or(Path::new("."));
     for inc in std::mem::take(&mut policy.include) {
@@ -52,58 +68,48 @@ fn parse_with_includes(
             );
             continue;
         }
-        let included = parse_with_includes(&target, diags, chain);
-        merge(&mut policy, included, path, at, diags);
+        let included = parse_with_includes(&target, sections, diags, chain);
+        merge(&mut policy, included, sections, path, at, diags);
     }
     chain.pop();
     policy
 }
 
-/// Adds an included file's blocks. IP lists add up; any other block may be
-/// defined in one file only.
-fn merge(into: &mut RawPolicy, from: RawPolicy, file: &Path, at: Pos, diags: &mut Diagnostics) {
-    let mut twice = |name: &str| {
-        diags.push(
-            Diagnostic::new(
-                file,
-                at,
-                format!("block `{name}` is defined both here and in an included file"),
-            )
-            .with_hint("define each block once; only `ip_filter` lists are merged across files"),
-        );
-    };
-    macro_rules! take_once {
-        ($($field:ident),*) => {$(
-            match (&into.$field, from.$field) {
-                (Some(_), Some(_)) => twice(stringify!($field)),
-                (None, Some(v)) => into.$field = Some(v),
-                _ => {}
-            }
-        )*};
+/// Adds an included file's blocks. Blocks of sections that add up (IP
+/// lists) are kept from every file; any other block may be defined in one
+/// file only.
+fn merge(
+    into: &mut RawPolicy,
+    from: RawPolicy,
+    sections: &Sections,
+    file: &Path,
+    at: Pos,
+    diags: &mut Diagnostics,
+) {
+    for (key, blocks) in from.blocks {
+        let adds_up = sections.find(key).is_some_and(|s| s.adds_up());
+        let mine = into.blocks.entry(key).or_default();
+        if !mine.is_empty() && !adds_up {
+            diags.push(
+                Diagnostic::new(
+                    file,
+                    at,
+                    format!("block `{key}` is defined both here and in an included file"),
+                )
+                .with_hint(
+                    "define each block once; only `ip_filter` lists are merged across files",
+                ),
+            );
+            continue;
+        }
+        mine.extend(blocks);
     }
-    take_once!(
-        server,
-        tls,
-        limits,
-        client_ip,
-        upstream,
-        cache,
-        stats,
-        alerts,
-        bans,
-        rate_limits,
-        bots,
-        brute_force,
-        card_testing,
-        waf
-    );
-    into.ip_filter.extend(from.ip_filter);
     into.seen.extend(from.seen);
     into.unreadable |= from.unreadable;
 }
 
 /// Parses one file, without following its includes.
-pub fn parse_file(path: &Path, diags: &mut Diagnostics) -> RawPolicy {
+fn parse_file(path: &Path, sections: &Sections, diags: &mut Diagnostics) -> RawPolicy {
     let mut policy = RawPolicy::default();
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
@@ -141,52 +147,30 @@ pub fn parse_file(path: &Path, diags: &mut Diagnostics) -> RawPolicy {
         seen.push(block.key.clone());
         policy.seen.push(block.key.clone());
         let src = block.padded_source;
-        match block.key.as_str() {
-            "include" => {
-                policy.include = section(path, &src, diags)
-                    .map(|b| b.value)
-                    .unwrap_or_default()
+        if block.key == "include" {
+            match serde_saphyr::from_str::<BTreeMap<String, Option<Vec<Spanned<String>>>>>(&src) {
+                Ok(map) => policy.include = map.into_values().next().flatten().unwrap_or_default(),
+                Err(e) => diags.push(to_diagnostic(path, &e)),
             }
-            "server" => policy.server = section(path, &src, diags),
-            "tls" => policy.tls = section(path, &src, diags),
-            "limits" => policy.limits = section(path, &src, diags),
-            "client_ip" => policy.client_ip = section(path, &src, diags),
-            "upstream" => policy.upstream = section(path, &src, diags),
-            "ip_filter" => policy.ip_filter.extend(section(path, &src, diags)),
-            "cache" => policy.cache = section(path, &src, diags),
-            "stats" => policy.stats = section(path, &src, diags),
-            "alerts" => policy.alerts = section(path, &src, diags),
-            "bans" => policy.bans = section(path, &src, diags),
-            "rate_limits" => policy.rate_limits = section(path, &src, diags),
-            "bots" => policy.bots = section(path, &src, diags),
-            "brute_force" => policy.brute_force = section(path, &src, diags),
-            "card_testing" => policy.card_testing = section(path, &src, diags),
-            "waf" => policy.waf = section(path, &src, diags),
-            other => diags.push(
-                Diagnostic::new(path, at, format!("unknown block `{other}`"))
-                    .with_hint(unknown_key_hint(other, SECTIONS)),
-            ),
+            continue;
+        }
+        let Some(section) = sections.find(&block.key) else {
+            diags.push(
+                Diagnostic::new(path, at, format!("unknown block `{}`", block.key))
+                    .with_hint(unknown_key_hint(&block.key, &sections.keys())),
+            );
+            continue;
+        };
+        match section.parse(&src) {
+            Ok(Some(value)) => policy.blocks.entry(section.key()).or_default().push(Block {
+                file: path.to_path_buf(),
+                value,
+            }),
+            Ok(None) => {}
+            Err(e) => diags.push(to_diagnostic(path, &e)),
         }
     }
     policy
-}
-
-/// Deserializes one block (`key: ...`) into `T`.
-fn section<T: DeserializeOwned>(
-    file: &Path,
-    src: &str,
-    diags: &mut Diagnostics,
-) -> Option<Block<T>> {
-    match serde_saphyr::from_str::<BTreeMap<String, Option<T>>>(src) {
-        Ok(map) => map.into_values().next().flatten().map(|value| Block {
-            file: file.to_path_buf(),
-            value,
-        }),
-        Err(e) => {
-            diags.push(to_diagnostic(file, &e));
-            None
-        }
-    }
 }
 
 struct TextBlock {
@@ -260,7 +244,7 @@ fn to_diagnostic(file: &Path, e: &serde_saphyr::Error) -> Diagnostic {
 }
 
 /// The 1-based position of a YAML location.
-pub fn pos(l: &Location) -> Pos {
+pub(crate) fn pos(l: &Location) -> Pos {
     Pos {
         line: u32::try_from(l.line()).unwrap_or(u32::MAX),
         col: u32::try_from(l.column()).unwrap_or(u32::MAX),

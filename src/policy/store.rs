@@ -5,17 +5,19 @@
 //! changes the rules under a request in flight. A reload that fails to compile
 //! leaves the running snapshot in place and says why.
 
-use super::{load, Diagnostics, Overrides, Snapshot};
-use crate::observe::metrics;
+use super::{load, Diagnostic, Diagnostics, Overrides, Sections, Services, Snapshot};
 use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// Where the policy comes from, and the snapshot running now.
 pub struct PolicyStore {
     path: PathBuf,
     overrides: Overrides,
+    sections: Sections,
+    services: Services,
     current: ArcSwap<Snapshot>,
     /// Serialises reloads (SIGHUP and the admin API may race).
     reloading: Mutex<ReloadState>,
@@ -38,17 +40,29 @@ pub enum ReloadOutcome {
 
 impl PolicyStore {
     /// Loads the policy for start-up.
-    pub fn open(path: PathBuf, overrides: Overrides) -> Result<Self, Diagnostics> {
-        let snapshot = load(&path, &overrides)?;
+    pub fn open(
+        path: PathBuf,
+        sections: Sections,
+        overrides: Overrides,
+        services: Services,
+    ) -> Result<Self, Diagnostics> {
+        let snapshot = load(&path, &sections, &overrides, &services)?;
         Ok(PolicyStore {
             path,
             overrides,
+            sections,
+            services,
             current: ArcSwap::from_pointee(snapshot),
             reloading: Mutex::new(ReloadState {
                 generation: 1,
                 loaded_at: SystemTime::now(),
             }),
         })
+    }
+
+    /// The long-lived services sections compile with.
+    pub fn services(&self) -> &Services {
+        &self.services
     }
 
     /// The snapshot to use for a new request.
@@ -62,72 +76,54 @@ impl PolicyStore {
 
     /// The generation number of the running snapshot (1 at start-up).
     pub fn generation(&self) -> u64 {
-        self.reloading
-            .lock()
-            .map(|s| s.generation)
-            .unwrap_or_default()
+        self.reloading.lock().generation
     }
 
     /// When the running snapshot was loaded.
     pub fn loaded_at(&self) -> SystemTime {
-        self.reloading
-            .lock()
-            .map(|s| s.loaded_at)
-            .unwrap_or(SystemTime::UNIX_EPOCH)
+        self.reloading.lock().loaded_at
     }
 
     /// Reads the file again; applies it only if it compiles cleanly.
     pub fn reload(&self) -> ReloadOutcome {
-        self.reload_checked(|_| Ok(()))
+        self.reload_checked(|_, _| Ok(()), |_| {})
     }
 
     /// Like [`Self::reload`], with a last check of the compiled snapshot
     /// against what is running (e.g. HTTPS listeners need certificates).
+    /// `applied` runs with the new snapshot once it is in place, still
+    /// under the reload lock (long-lived state takes its new settings).
     pub fn reload_checked(
         &self,
-        fits: impl FnOnce(&Snapshot) -> Result<(), Vec<super::Diagnostic>>,
+        fits: impl FnOnce(&Snapshot, &Snapshot) -> Result<(), Vec<Diagnostic>>,
+        applied: impl FnOnce(&Snapshot),
     ) -> ReloadOutcome {
-        let mut state = match self.reloading.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let loaded = load(&self.path, &self.overrides)
-            .and_then(|snapshot| fits(&snapshot).map(|()| snapshot).map_err(Diagnostics));
+        let mut state = self.reloading.lock();
+        let current = self.current();
+        let loaded = load(&self.path, &self.sections, &self.overrides, &self.services).and_then(
+            |snapshot| {
+                fits(&current, &snapshot)
+                    .map(|()| snapshot)
+                    .map_err(Diagnostics)
+            },
+        );
         match loaded {
             Ok(snapshot) => {
-                warn_about_restart_only_changes(&self.current(), &snapshot);
-                self.current.store(Arc::new(snapshot));
+                let snapshot = Arc::new(snapshot);
+                self.current.store(snapshot.clone());
                 state.generation += 1;
                 state.loaded_at = SystemTime::now();
-                metrics::RELOADS.with_label_values(&["ok"]).inc();
+                applied(&snapshot);
                 tracing::info!(generation = state.generation, path = %self.path.display(), "policy reloaded");
                 ReloadOutcome::Applied {
                     generation: state.generation,
                 }
             }
             Err(diags) => {
-                metrics::RELOADS.with_label_values(&["failed"]).inc();
                 tracing::error!(path = %self.path.display(), problems = diags.len(),
                     "policy reload refused, the running policy stays:\n{diags}");
                 ReloadOutcome::Refused(diags)
             }
         }
-    }
-}
-
-/// Listeners, threads, shutdown timings, log format and HTTP/2 are fixed at
-/// start-up; say so when a reload changes them.
-fn warn_about_restart_only_changes(old: &Snapshot, new: &Snapshot) {
-    let tls = |s: &Snapshot| s.tls.as_ref().map(|t| (t.listen.clone(), t.http2));
-    let (o, n) = (&old.server, &new.server);
-    if o.listen != n.listen
-        || o.admin_listen != n.admin_listen
-        || o.threads != n.threads
-        || o.grace_period != n.grace_period
-        || o.shutdown_timeout != n.shutdown_timeout
-        || o.log_format != n.log_format
-        || tls(old) != tls(new)
-    {
-        tracing::warn!("listeners, threads, grace period, shutdown timeout, log format and TLS listeners change only on restart; the new values wait until then");
     }
 }

@@ -10,10 +10,15 @@
 pub mod body;
 pub mod compile;
 pub mod engine;
+pub mod filter;
+pub mod inspect;
+mod offload;
 pub mod operator;
+pub mod raw;
 pub mod request;
 pub mod rule;
 pub mod seclang;
+pub mod section;
 pub mod transform;
 
 use std::path::{Path, PathBuf};
@@ -23,8 +28,10 @@ use regex::Regex;
 
 pub use compile::Problem;
 pub use engine::{Block, Match, Transaction, Tuning};
+pub use filter::WafFilter;
 pub use request::{Head, RequestData};
 use rule::{EngineMode, IdRange, TargetExclusion};
+pub use section::WafSection;
 
 /// Whether matches block or are only reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,9 +4,9 @@
 //! the next round.
 
 use super::UpstreamPool;
+use super::{HealthCheck, UpstreamSection, UpstreamServer};
 use crate::observe::metrics;
 use crate::policy::store::PolicyStore;
-use crate::policy::{HealthCheck, UpstreamServer};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -26,10 +26,11 @@ impl BackgroundService for HealthChecker {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         loop {
             let snapshot = self.policy.current();
-            let wait = match &snapshot.upstream.health_check {
+            let upstream = snapshot.get::<UpstreamSection>();
+            let wait = match upstream.and_then(|u| u.health_check.as_ref()) {
                 Some(check) => {
                     let mut probes = tokio::task::JoinSet::new();
-                    for server in snapshot.upstream.servers.clone() {
+                    for server in upstream.map(|u| u.servers.clone()).unwrap_or_default() {
                         let check = check.clone();
                         let state = self.pool.state(&server);
                         probes.spawn(async move {

@@ -7,9 +7,10 @@
 //! whole, hence this small module.
 
 pub mod health;
+pub mod section;
 
 use crate::observe::metrics;
-use crate::policy::{Balance, UpstreamServer, UpstreamSettings};
+pub use section::{Balance, HealthCheck, UpstreamSection, UpstreamServer, UpstreamSettings};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};

@@ -1,8 +1,9 @@
-//! Bot filtering by user agent: scanners and abusive scrapers are refused
-//! (and, by default, banned), while an allow list protects tools the shop
-//! relies on. Matching is case-insensitive on substrings of `User-Agent`.
+//! What a user agent says: scanners and abusive scrapers are refused (and,
+//! by default, banned), while an allow list protects tools the shop relies
+//! on (case-insensitive substrings of `User-Agent`); and how bot-like a
+//! request looks (the score the challenge is shown from).
 
-use crate::filter::{Reply, RequestFilter, RequestInfo, Verdict};
+use crate::filter::{BanReason, Reason, Reply, Verdict};
 use regex::RegexSet;
 
 /// Tools that only attackers point at a shop, and scrapers that ignore robots.txt.
@@ -43,7 +44,7 @@ pub const DEFAULT_DENY: &[&str] = &[
 
 /// The compiled user-agent lists.
 #[derive(Debug)]
-pub struct BotFilter {
+pub struct AgentLists {
     deny: RegexSet,
     allow: RegexSet,
     ban: bool,
@@ -57,9 +58,9 @@ fn set(patterns: &[String]) -> Result<RegexSet, String> {
     RegexSet::new(escaped).map_err(|e| e.to_string())
 }
 
-impl BotFilter {
+impl AgentLists {
     pub fn new(deny: &[String], allow: &[String], ban: bool) -> Result<Self, String> {
-        Ok(BotFilter {
+        Ok(AgentLists {
             deny: set(deny)?,
             allow: set(allow)?,
             ban,
@@ -78,29 +79,14 @@ impl BotFilter {
         });
         let mut reply = Reply::new(
             403,
-            "bad_bot",
+            Reason::BadBot,
             "Automated scanning of this shop is not allowed.",
         );
         reply.rule = rule;
         if self.ban {
-            reply.ban = Some("scanner");
+            reply.ban = Some(BanReason::Scanner);
         }
         Verdict::Respond(reply)
-    }
-}
-
-impl RequestFilter for BotFilter {
-    fn name(&self) -> &'static str {
-        "bots"
-    }
-
-    fn check(&self, req: &RequestInfo<'_>) -> Verdict {
-        let ua = req
-            .headers
-            .get(http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        self.verdict_for(ua)
     }
 }
 
@@ -171,10 +157,10 @@ pub fn score(headers: &http::HeaderMap, http10: bool, tls: bool) -> (u32, Vec<&'
 mod tests {
     use super::*;
 
-    fn filter(allow: &[&str]) -> BotFilter {
+    fn filter(allow: &[&str]) -> AgentLists {
         let deny: Vec<String> = DEFAULT_DENY.iter().map(|s| s.to_string()).collect();
         let allow: Vec<String> = allow.iter().map(|s| s.to_string()).collect();
-        BotFilter::new(&deny, &allow, true).unwrap()
+        AgentLists::new(&deny, &allow, true).unwrap()
     }
 
     #[test]
@@ -189,7 +175,7 @@ mod tests {
             match f.verdict_for(ua) {
                 Verdict::Respond(r) => {
                     assert_eq!(r.status, 403);
-                    assert_eq!(r.ban, Some("scanner"));
+                    assert_eq!(r.ban, Some(BanReason::Scanner));
                     assert!(r.rule.is_some());
                 }
                 Verdict::Continue => panic!("{ua} passed"),

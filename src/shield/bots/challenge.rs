@@ -9,9 +9,10 @@
 //! (`REMPART_CHALLENGE_SECRET`), so any Rempart instance sharing the secret
 //! accepts them and nothing is stored server-side.
 
+use crate::util::time::now_secs;
 use ring::{digest, hmac, rand::SecureRandom};
 use std::net::IpAddr;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// The pass cookie's name.
 pub const COOKIE: &str = "rempart_pass";
@@ -35,33 +36,21 @@ pub enum ChallengeError {
     Work,
     #[error("already used")]
     Replayed,
+    #[error("the system's random source failed")]
+    Random,
 }
 
-/// Seeds already exchanged for a pass: one solution buys one pass.
-static USED_SEEDS: std::sync::LazyLock<moka::sync::Cache<String, ()>> =
-    std::sync::LazyLock::new(|| {
-        moka::sync::Cache::builder()
-            .max_capacity(200_000)
-            .time_to_live(SEED_TTL)
-            .build()
-    });
-
-/// The signing key.
+/// The signing key, and the seeds already exchanged for a pass (one
+/// solution buys one pass). Created once at start-up.
 pub struct ChallengeKey {
     key: hmac::Key,
+    used: moka::sync::Cache<String, ()>,
 }
 
 impl std::fmt::Debug for ChallengeKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ChallengeKey(..)")
     }
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -76,7 +65,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// The client's network and browser, as a short digest (what passes are bound to).
 pub fn binding(ip: IpAddr, user_agent: &str) -> String {
-    let prefix = match crate::shield::ip_filter::canonical(ip) {
+    let prefix = match crate::util::net::canonical(ip) {
         IpAddr::V4(v4) => {
             let [a, b, c, _] = v4.octets();
             format!("{a}.{b}.{c}")
@@ -109,14 +98,21 @@ impl ChallengeKey {
     pub fn new(secret: &[u8]) -> Self {
         ChallengeKey {
             key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            used: moka::sync::Cache::builder()
+                .max_capacity(200_000)
+                .time_to_live(SEED_TTL)
+                .build(),
         }
     }
 
-    /// A random key (passes die with the process): used when no secret is set.
-    pub fn random() -> Self {
+    /// A random key (passes die with the process): used when no secret is
+    /// set. Refused, never weak, when the system's random source fails.
+    pub fn random() -> Result<Self, ChallengeError> {
         let mut secret = [0u8; 32];
-        let _ = ring::rand::SystemRandom::new().fill(&mut secret);
-        Self::new(&secret)
+        ring::rand::SystemRandom::new()
+            .fill(&mut secret)
+            .map_err(|_| ChallengeError::Random)?;
+        Ok(Self::new(&secret))
     }
 
     fn sign(&self, payload: &str) -> String {
@@ -147,14 +143,16 @@ impl ChallengeKey {
     }
 
     /// A fresh seed for a client: `expiry:binding:random.signature`.
-    pub fn seed(&self, binding: &str) -> String {
+    pub fn seed(&self, binding: &str) -> Result<String, ChallengeError> {
         let mut random = [0u8; 12];
-        let _ = ring::rand::SystemRandom::new().fill(&mut random);
-        self.signed(format!(
+        ring::rand::SystemRandom::new()
+            .fill(&mut random)
+            .map_err(|_| ChallengeError::Random)?;
+        Ok(self.signed(format!(
             "{}:{binding}:{}",
             now_secs() + SEED_TTL.as_secs(),
             hex(&random)
-        ))
+        )))
     }
 
     /// Checks a solution; on success returns the pass cookie value.
@@ -186,10 +184,10 @@ impl ChallengeKey {
         if zero_bits(hash.as_ref()) < difficulty {
             return Err(ChallengeError::Work);
         }
-        if USED_SEEDS.contains_key(seed) {
+        if self.used.contains_key(seed) {
             return Err(ChallengeError::Replayed);
         }
-        USED_SEEDS.insert(seed.to_string(), ());
+        self.used.insert(seed.to_string(), ());
         Ok(self.signed(format!("{}:{binding}", now_secs() + pass_ttl.as_secs())))
     }
 
@@ -282,7 +280,7 @@ mod tests {
     fn a_solved_seed_earns_a_pass_bound_to_the_client() {
         let key = ChallengeKey::new(b"secret");
         let me = binding("203.0.113.7".parse().unwrap(), "Firefox");
-        let seed = key.seed(&me);
+        let seed = key.seed(&me).unwrap();
         let nonce = solve(&seed, 8);
         let pass = key
             .verify(&seed, &nonce, &me, 8, Duration::from_secs(3600))
@@ -312,7 +310,7 @@ mod tests {
     fn tampering_and_lazy_solutions_are_refused() {
         let key = ChallengeKey::new(b"secret");
         let me = binding("203.0.113.7".parse().unwrap(), "Firefox");
-        let seed = key.seed(&me);
+        let seed = key.seed(&me).unwrap();
         let pass = key
             .verify(&seed, &solve(&seed, 8), &me, 8, Duration::from_secs(60))
             .unwrap();

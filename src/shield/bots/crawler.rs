@@ -86,9 +86,7 @@ impl Resolver {
                 .map(|(ip, _)| *ip)
                 .collect(),
             Resolver::System => match tokio::net::lookup_host((name, 0)).await {
-                Ok(addrs) => addrs
-                    .map(|a| crate::shield::ip_filter::canonical(a.ip()))
-                    .collect(),
+                Ok(addrs) => addrs.map(|a| crate::util::net::canonical(a.ip())).collect(),
                 Err(_) => Vec::new(),
             },
         }
@@ -129,7 +127,7 @@ impl Verifier {
     /// that does not point back); `None`: DNS did not answer in time, so
     /// nothing is concluded and nothing is cached.
     pub async fn verify(&self, ip: IpAddr, crawler: &'static Crawler) -> Option<bool> {
-        let ip = crate::shield::ip_filter::canonical(ip);
+        let ip = crate::util::net::canonical(ip);
         if let Some(verdict) = self.cache.get(&(ip, crawler.name)) {
             return Some(verdict);
         }

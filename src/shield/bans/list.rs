@@ -1,6 +1,6 @@
-//! Temporary bans of client addresses and networks, with escalating
-//! durations, an allowlist that is never banned, and a state file so bans
-//! survive restarts.
+//! The ban list: temporary bans of client addresses and networks, with
+//! escalating durations, an allowlist that is never banned, and a state
+//! file so bans survive restarts.
 //!
 //! Every request asks [`BanList::check`], so a check never waits on a
 //! write: bans live in a sharded concurrent map (one O(1) insert per ban,
@@ -17,7 +17,8 @@
 //! free the attackers); the ladder and allowlist come from the policy and
 //! are updated on reload.
 
-use crate::observe::stats::rfc3339;
+use crate::util::net::{canonical, net_text, parse_net};
+use crate::util::time::{now_secs, rfc3339};
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use ipnet::IpNet;
@@ -74,27 +75,6 @@ impl Ban {
     }
 }
 
-/// `198.51.100.7` for one address, `2001:db8::/64` for a network.
-pub fn net_text(net: &IpNet) -> String {
-    if net.prefix_len() == net.max_prefix_len() {
-        net.addr().to_string()
-    } else {
-        net.to_string()
-    }
-}
-
-/// An address (`198.51.100.7`) or a network (`2001:db8::/64`), canonical.
-pub fn parse_net(text: &str) -> Option<IpNet> {
-    let text = text.trim();
-    let net = match text.parse::<IpNet>() {
-        Ok(n) => n,
-        Err(_) => IpNet::from(crate::shield::ip_filter::canonical(
-            text.parse::<IpAddr>().ok()?,
-        )),
-    };
-    Some(net.trunc())
-}
-
 /// Ban settings from the policy.
 #[derive(Debug, Clone)]
 pub struct BanPolicy {
@@ -129,7 +109,7 @@ impl Default for BanPolicy {
 impl BanPolicy {
     /// The network a ban of this client covers.
     pub fn net_of(&self, ip: IpAddr) -> IpNet {
-        match crate::shield::ip_filter::canonical(ip) {
+        match canonical(ip) {
             IpAddr::V4(v4) => IpNet::from(IpAddr::V4(v4)),
             IpAddr::V6(v6) => IpNet::new(IpAddr::V6(v6), self.ipv6_prefix.min(128))
                 .map_or(IpNet::from(IpAddr::V6(v6)), |n| n.trunc()),
@@ -214,13 +194,6 @@ pub struct BanList {
     clock: Box<dyn Fn() -> u64 + Send + Sync>,
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 impl BanList {
     /// Loads the state file if there is one (expired bans are dropped).
     pub fn open(file: Option<PathBuf>, policy: BanPolicy) -> Self {
@@ -283,7 +256,7 @@ impl BanList {
         for e in entries("bans").into_iter().take(MAX_BANS) {
             let ban = (|| {
                 Some(Ban {
-                    net: parse_net(e.get("ip")?.as_str()?)?,
+                    net: parse_net(e.get("ip")?.as_str()?).ok()?,
                     until: e.get("until")?.as_u64()?,
                     reason: e.get("reason")?.as_str()?.chars().take(200).collect(),
                     level: u32::try_from(e.get("level")?.as_u64()?).ok()?,
@@ -296,7 +269,7 @@ impl BanList {
         }
         for e in entries("history").into_iter().take(MAX_BANS) {
             let item = (|| {
-                let net = parse_net(e.get("ip")?.as_str()?)?;
+                let net = parse_net(e.get("ip")?.as_str()?).ok()?;
                 // Earlier versions stored `[level, ended]`.
                 let (level, ended) = match e.get("entry") {
                     Some(pair) => (pair.get(0)?.as_u64()?, pair.get(1)?.as_u64()?),
@@ -325,7 +298,7 @@ impl BanList {
 
     /// The ban in force on `ip` (on the address itself or a network holding it).
     pub fn check(&self, ip: IpAddr) -> Option<Ban> {
-        let ip = crate::shield::ip_filter::canonical(ip);
+        let ip = canonical(ip);
         let now = (self.clock)();
         let mut found = None;
         self.lengths.each(ip, |len| {
@@ -353,7 +326,7 @@ impl BanList {
         reason: &str,
     ) -> Result<Ban, BanError> {
         let policy = self.policy.load();
-        if policy.allowlisted(&IpNet::from(crate::shield::ip_filter::canonical(ip))) {
+        if policy.allowlisted(&IpNet::from(canonical(ip))) {
             return Err(BanError::Allowlisted(IpNet::from(ip)));
         }
         self.ban_net(policy.net_of(ip), duration, reason)
@@ -422,7 +395,7 @@ impl BanList {
             .with_label_values(&[reason_label(reason)])
             .inc();
         let shown = if policy.anonymize_logs {
-            crate::edge::client_ip::anonymize(net.addr()).to_string()
+            crate::util::net::anonymize(net.addr()).to_string()
         } else {
             net_text(&net)
         };
@@ -474,7 +447,7 @@ impl BanList {
             let anonymize = self.policy.load().anonymize_logs;
             for ban in &lifted {
                 let shown = if anonymize {
-                    crate::edge::client_ip::anonymize(ban.net.addr()).to_string()
+                    crate::util::net::anonymize(ban.net.addr()).to_string()
                 } else {
                     net_text(&ban.net)
                 };
@@ -486,7 +459,7 @@ impl BanList {
 
     /// Whether `ip` is on the allowlist (never banned, never challenged).
     pub fn is_allowlisted(&self, ip: IpAddr) -> bool {
-        let ip = crate::shield::ip_filter::canonical(ip);
+        let ip = canonical(ip);
         self.policy.load().allowlist.iter().any(|n| n.contains(&ip))
     }
 

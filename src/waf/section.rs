@@ -6,18 +6,31 @@ use std::sync::Arc;
 
 use serde_saphyr::Spanned;
 
-use super::diag::{Diagnostic, Pos};
 use super::raw::{self, WafBlock};
-use super::{base_of, parse, Checker};
+use crate::policy::{Compiler as Checker, Diagnostic, Pos, Section};
 use crate::waf::rule::{self, Collection, IdRange, Macro, SetOp, SetVar, Target, TargetExclusion};
 use crate::waf::{self, seclang, transform::Transform, Exclusion, Waf, WafSettings};
 
-pub(super) fn compile_waf(c: &mut Checker<'_>, b: WafBlock) -> Option<Arc<Waf>> {
+/// The `waf` block.
+pub struct WafSection;
+
+impl Section for WafSection {
+    const KEY: &'static str = "waf";
+    type Raw = WafBlock;
+    type Compiled = Arc<Waf>;
+
+    /// `None` when absent or `enabled: false`.
+    fn compile(raw: Option<WafBlock>, c: &mut Checker<'_>) -> Option<Arc<Waf>> {
+        compile_waf(c, raw?)
+    }
+}
+
+fn compile_waf(c: &mut Checker<'_>, b: WafBlock) -> Option<Arc<Waf>> {
     if b.enabled == Some(false) {
         return None;
     }
-    let before = c.diags.len();
-    let base = base_of(&c.file);
+    let before = c.problems();
+    let base = c.base();
     let paranoia = b.paranoia_level.as_ref().map_or(1, |p| p.value);
     if !(1..=4).contains(&paranoia) {
         c.at(
@@ -105,7 +118,7 @@ pub(super) fn compile_waf(c: &mut Checker<'_>, b: WafBlock) -> Option<Arc<Waf>> 
             own.push(rule);
         }
     }
-    if c.diags.len() > before {
+    if c.problems() > before {
         return None;
     }
     let settings = WafSettings {
@@ -133,7 +146,7 @@ pub(super) fn compile_waf(c: &mut Checker<'_>, b: WafBlock) -> Option<Arc<Waf>> 
     match Waf::build(settings, own) {
         Ok(w) => {
             for note in &w.notes {
-                c.warnings.push(note_diagnostic(note));
+                c.warning(note_diagnostic(note));
             }
             Some(Arc::new(w))
         }
@@ -144,7 +157,7 @@ pub(super) fn compile_waf(c: &mut Checker<'_>, b: WafBlock) -> Option<Arc<Waf>> 
                     || p.message.clone(),
                     |id| format!("rule {id}: {}", p.message),
                 );
-                c.diags.push(d.with_hint("fix the rules file, or remove it from the CRS folder; the running rules stay in place until it loads"));
+                c.report(d.with_hint("fix the rules file, or remove it from the CRS folder; the running rules stay in place until it loads"));
             }
             None
         }
@@ -383,11 +396,7 @@ fn own_rule(c: &mut Checker<'_>, r: &raw::WafRuleBlock, paranoia: u8) -> Option<
         return None;
     };
     let raw_op = seclang::operator(&op_text.value);
-    let operator = match waf::compile::compile_operator(
-        &raw_op.name,
-        &raw_op.param,
-        &base_of(&c.file),
-    ) {
+    let operator = match waf::compile::compile_operator(&raw_op.name, &raw_op.param, &c.base()) {
         Ok(o) => Some(o),
         Err(
             waf::compile::OperatorError::Unsupported(m) | waf::compile::OperatorError::Invalid(m),
@@ -435,7 +444,7 @@ fn own_rule(c: &mut Checker<'_>, r: &raw::WafRuleBlock, paranoia: u8) -> Option<
     tags.push(format!("paranoia-level/{pl}"));
     tags.push("rempart-policy".into());
     let mut rule = waf::own_rule_base(id.value, &c.file.display().to_string());
-    rule.origin.line = parse::pos(&id.referenced).line as usize;
+    rule.origin.line = c.pos(id).line as usize;
     rule.phase = match r.phase.unwrap_or_default() {
         raw::WafPhase::RequestHeaders => 1,
         raw::WafPhase::RequestBody => 2,

@@ -8,8 +8,8 @@ use bytes::{Bytes, BytesMut};
 use pingora::prelude::Session;
 use regex::Regex;
 
-use super::ctx::RequestCtx;
-use crate::filter::Reply;
+use super::offload::Offload;
+use crate::filter::{BanReason, Reason, Reply, RequestState};
 use crate::observe::metrics;
 use crate::util::multipart;
 use crate::waf::{self, Head, Transaction, Waf};
@@ -32,6 +32,7 @@ pub struct Inspection {
     checkpoints: u32,
     /// Who is asking: heavy inspections are queued per client.
     client: std::net::IpAddr,
+    offload: Arc<Offload>,
     pub outcome: Outcome,
 }
 
@@ -76,7 +77,7 @@ impl Outcome {
     }
 }
 
-fn head(session: &Session, ctx: &RequestCtx) -> Head {
+fn head(session: &Session, st: &RequestState) -> Head {
     let req = session.req_header();
     let protocol = match req.version {
         http::Version::HTTP_09 => "HTTP/0.9",
@@ -101,10 +102,10 @@ fn head(session: &Session, ctx: &RequestCtx) -> Head {
         raw_uri: req.raw_path().to_vec(),
         protocol: protocol.to_string(),
         headers,
-        remote_addr: ctx.client.ip.to_string(),
+        remote_addr: st.client.ip.to_string(),
         remote_port: peer.unwrap_or(0),
         server_port: server_port.unwrap_or(0),
-        request_id: ctx.request_id.clone(),
+        request_id: st.id.clone(),
     }
 }
 
@@ -119,9 +120,15 @@ fn header_case(name: &str) -> String {
     out
 }
 
-/// Phase 1, and phase 2 at once when the request has no body.
-pub fn start(session: &mut Session, ctx: &mut RequestCtx, waf: &Arc<Waf>) -> Option<Reply> {
-    let head = head(session, ctx);
+/// Phase 1, and phase 2 at once when the request has no body. The
+/// inspection is kept in the request's state for the body and the log.
+pub fn start(
+    session: &mut Session,
+    st: &mut RequestState,
+    waf: &Arc<Waf>,
+    offload: &Arc<Offload>,
+) -> Option<Reply> {
+    let head = head(session, st);
     let mut tx = waf.transaction(head.clone());
     tx.run_phase(1);
     let no_body = session.as_mut().is_body_empty();
@@ -156,13 +163,14 @@ pub fn start(session: &mut Session, ctx: &mut RequestCtx, waf: &Arc<Waf>) -> Opt
         reader,
         judged: false,
         checkpoints: 0,
-        client: ctx.client.ip,
+        client: st.client.ip,
+        offload: offload.clone(),
         outcome: Outcome::Clean,
     };
     if inspection.tx.data.args_count() > waf.settings.max_args {
         inspection.judged = true;
         inspection.outcome = Outcome::Rejected;
-        ctx.waf = Some(inspection);
+        st.slots.insert(inspection);
         return Some(too_many_args());
     }
     if inspection.tx.blocked().is_none() && no_body {
@@ -177,14 +185,14 @@ pub fn start(session: &mut Session, ctx: &mut RequestCtx, waf: &Arc<Waf>) -> Opt
         inspection.judged = true;
     }
     let reply = inspection.verdict();
-    ctx.waf = Some(inspection);
+    st.slots.insert(inspection);
     reply
 }
 
 fn too_many_args() -> Reply {
     Reply::new(
         400,
-        "waf_too_many_args",
+        Reason::WafTooManyArgs,
         "The request carries more fields than this shop accepts.",
     )
 }
@@ -192,7 +200,7 @@ fn too_many_args() -> Reply {
 fn too_large() -> Reply {
     Reply::new(
         413,
-        "waf_body_too_large",
+        Reason::WafBodyTooLarge,
         "The request body is larger than this shop inspects.",
     )
 }
@@ -200,7 +208,7 @@ fn too_large() -> Reply {
 fn unreadable() -> Reply {
     Reply::new(
         400,
-        "waf_malformed_body",
+        Reason::WafMalformedBody,
         "The request body could not be read.",
     )
 }
@@ -233,12 +241,12 @@ impl Inspection {
             self.outcome = Outcome::Blocked;
             let mut reply = Reply::new(
                 403,
-                "waf",
+                Reason::Waf,
                 "This request looks like an attack on the shop and was blocked. If you think this is a mistake, contact the shop and quote the request id.",
             );
             reply.rule = Some(block.rule.to_string());
             if self.waf.settings.ban_on_block {
-                reply.ban = Some("waf");
+                reply.ban = Some(BanReason::Waf);
             }
             return Some(reply);
         }
@@ -365,12 +373,15 @@ impl Inspection {
             tx
         };
         if heavy {
-            let (tx, result) = super::offload::run(self.client, move || {
-                let mut tx = build();
-                let result = work(&mut tx);
-                (tx, result)
-            })
-            .await;
+            let (tx, result) = self
+                .offload
+                .clone()
+                .run(self.client, move || {
+                    let mut tx = build();
+                    let result = work(&mut tx);
+                    (tx, result)
+                })
+                .await;
             self.tx = tx;
             return result;
         }
@@ -523,7 +534,7 @@ impl Inspection {
     }
 
     /// Counters and the audit record, once the request is over.
-    pub fn finish(&self, ctx: &RequestCtx, session: &Session, anonymized_ip: &str) {
+    pub fn finish(&self, st: &RequestState, session: &Session) {
         metrics::WAF_REQUESTS
             .with_label_values(&[self.outcome.label()])
             .inc();
@@ -578,10 +589,10 @@ impl Inspection {
             target: "rempart::audit",
             event = "waf",
             outcome = self.outcome.label(),
-            client_ip = %anonymized_ip,
+            client_ip = %st.shown_ip(),
             method = %req.method,
             path = req.uri.path(),
-            request_id = %ctx.request_id,
+            request_id = %st.id,
             waf = %record,
         );
     }
